@@ -1,0 +1,666 @@
+//! Settings: one schema, layered TOML < `MOSTRO_BOX_*` environment < command-line flags.
+//!
+//! Names and defaults follow the reference Mostro daemon wherever it has the same setting, so an
+//! operator moving from `mostrod` recognises every knob. Everything is validated at start-up:
+//! a bad value stops the box with one line naming the key, the value and what is allowed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the settings file inside the data directory.
+pub const CONFIG_FILE: &str = "mostro-box.toml";
+/// Prefix of every environment variable that overrides a setting.
+pub const ENV_PREFIX: &str = "MOSTRO_BOX_";
+
+/// A setting that could not be read or is out of range; the message is meant for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file does not parse.
+    #[error("cannot read {path}: {reason} (fix the file or delete it and run `mostro-box init`)")]
+    Unreadable {
+        /// The file that failed.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A key has a value outside what is allowed.
+    #[error("setting {key} = {value} is not allowed: {allowed}")]
+    Invalid {
+        /// `section.key`.
+        key: String,
+        /// The offending value as given.
+        value: String,
+        /// What would be accepted.
+        allowed: String,
+    },
+    /// An override did not name a known setting or had no `=`.
+    #[error("{0}")]
+    BadOverride(String),
+}
+
+/// Every setting of the box. Sections mirror the reference daemon's `settings.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Trading rules and node profile.
+    pub mostro: MostroSettings,
+    /// Hold-invoice windows advertised to clients (used by the Lightning issue).
+    pub lightning: LightningSettings,
+    /// The embedded relay.
+    pub relay: RelaySettings,
+    /// Public relays the node's public events are copied to.
+    pub nostr: NostrSettings,
+    /// Market price source.
+    pub price: PriceSettings,
+}
+
+/// `[mostro]`: trading rules, limits, timers and the node's public profile.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MostroSettings {
+    /// Total fee fraction of a trade, split half buyer / half seller (reference default 0).
+    pub fee: f64,
+    /// Largest order in sats.
+    pub max_order_amount: i64,
+    /// Smallest order (and payout) in sats.
+    pub min_payment_amount: i64,
+    /// Lifetime of a pending order when the maker gives none.
+    pub expiration_hours: i64,
+    /// Longest lifetime a maker may ask for.
+    pub max_expiration_days: i64,
+    /// How long a taken order may wait for an invoice or a payment.
+    pub expiration_seconds: i64,
+    /// NIP-13 proof of work required on incoming messages.
+    pub pow: u8,
+    /// Proof of work required from a trade key that has no active trade (defaults to `pow`).
+    pub pow_first_contact: Option<u8>,
+    /// Fiat codes accepted; empty accepts all.
+    pub fiat_currencies_accepted: Vec<String>,
+    /// Largest number of ids in one `orders` request.
+    pub max_orders_per_response: usize,
+    /// Seconds between kind-10002 relay list publications.
+    pub publish_relays_interval: u64,
+    /// Seconds between kind-38385 info publications.
+    pub publish_mostro_info_interval: u64,
+    /// Seconds between rating event flushes.
+    pub user_rates_sent_interval_seconds: u64,
+    /// Protocol version advertised in 38385 (`2` = NIP-44 direct; both transports are accepted).
+    pub protocol_version: u8,
+    /// Profile name (kind 0 and the `y` tag).
+    pub name: String,
+    /// Profile description (kind 0).
+    pub about: String,
+    /// Profile picture URL (kind 0).
+    pub picture: String,
+    /// Profile website (kind 0).
+    pub website: String,
+}
+
+/// `[lightning]`: network and hold invoice windows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LightningSettings {
+    /// `bitcoin`, `testnet`, `signet` or `regtest`.
+    pub network: String,
+    /// Seconds a hold invoice stays payable (advertised to clients).
+    pub hold_invoice_expiration_window: u64,
+    /// Blocks a held payment must stay claimable.
+    pub hold_invoice_cltv_delta: u32,
+    /// Buyer invoices must not expire before now + this many seconds.
+    pub invoice_expiration_window: u64,
+}
+
+/// `[relay]`: the embedded relay and its abuse limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySettings {
+    /// Address the relay (and its HTTP endpoints) listen on.
+    pub listen: SocketAddr,
+    /// URL traders use to reach the relay; advertised in 38383 `source`, 10002 and NIP-11.
+    pub public_url: String,
+    /// Largest event accepted, in bytes of JSON.
+    pub max_event_bytes: usize,
+    /// Events one IP address may publish per minute.
+    pub events_per_minute_per_ip: u32,
+    /// WebSocket connections one IP address may hold open at once.
+    pub max_connections_per_ip: usize,
+    /// Subscriptions one connection may hold open at once (so one address holds at most
+    /// `max_connections_per_ip × max_subscriptions_per_connection`).
+    pub max_subscriptions_per_connection: usize,
+    /// Open WebSocket connections in total.
+    pub max_connections: usize,
+}
+
+/// `[nostr]`: public relays.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NostrSettings {
+    /// Public relays that receive copies of the node's public events (orders, info, relay list).
+    pub publish_relays: Vec<String>,
+}
+
+/// `[price]`: a Yadio-compatible market price API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriceSettings {
+    /// Base URL; the box calls `{api_url}/exrates/BTC`.
+    pub api_url: String,
+    /// Seconds between refreshes.
+    pub update_interval_seconds: u64,
+    /// Prices older than this are not used (`price_too_stale`).
+    pub max_staleness_seconds: u64,
+}
+
+impl Default for MostroSettings {
+    fn default() -> Self {
+        Self {
+            fee: 0.0,
+            max_order_amount: 1_000_000,
+            min_payment_amount: 100,
+            expiration_hours: 24,
+            max_expiration_days: 15,
+            expiration_seconds: 900,
+            pow: 0,
+            pow_first_contact: None,
+            fiat_currencies_accepted: ["USD", "EUR", "ARS", "CUP"].map(String::from).to_vec(),
+            max_orders_per_response: 10,
+            publish_relays_interval: 60,
+            publish_mostro_info_interval: 300,
+            user_rates_sent_interval_seconds: 3600,
+            protocol_version: 2,
+            name: String::new(),
+            about: String::new(),
+            picture: String::new(),
+            website: String::new(),
+        }
+    }
+}
+
+impl Default for LightningSettings {
+    fn default() -> Self {
+        Self {
+            network: "bitcoin".into(),
+            hold_invoice_expiration_window: 300,
+            hold_invoice_cltv_delta: 144,
+            invoice_expiration_window: 3600,
+        }
+    }
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7777)),
+            public_url: "ws://127.0.0.1:7777".into(),
+            max_event_bytes: 32 * 1024,
+            events_per_minute_per_ip: 600,
+            max_connections_per_ip: 50,
+            max_subscriptions_per_connection: 100,
+            max_connections: 2000,
+        }
+    }
+}
+
+impl Default for NostrSettings {
+    fn default() -> Self {
+        Self {
+            publish_relays: Vec::new(),
+        }
+    }
+}
+
+impl Default for PriceSettings {
+    fn default() -> Self {
+        Self {
+            api_url: "https://api.yadio.io".into(),
+            update_interval_seconds: 300,
+            max_staleness_seconds: 1800,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mostro: MostroSettings::default(),
+            lightning: LightningSettings::default(),
+            relay: RelaySettings::default(),
+            nostr: NostrSettings::default(),
+            price: PriceSettings::default(),
+        }
+    }
+}
+
+impl LightningSettings {
+    /// The network name as the reference daemon publishes it (`mainnet` for bitcoin).
+    pub fn network_tag(&self) -> String {
+        match self.network.as_str() {
+            "bitcoin" => "mainnet".into(),
+            other => other.into(),
+        }
+    }
+}
+
+impl MostroSettings {
+    /// The proof of work demanded from a trade key with no active trade.
+    pub fn effective_pow_first_contact(&self) -> u8 {
+        self.pow_first_contact.unwrap_or(self.pow).max(self.pow)
+    }
+}
+
+impl Settings {
+    /// Loads `<data_dir>/mostro-box.toml` (missing file = defaults), then applies
+    /// `MOSTRO_BOX_SECTION_KEY` variables from `env`, then `section.key=value` overrides, then
+    /// validates.
+    pub fn load(
+        data_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let mut doc: toml::Table = match std::fs::read_to_string(&path) {
+            Ok(text) => text.parse().map_err(|e: toml::de::Error| ConfigError::Unreadable {
+                path: path.clone(),
+                reason: e.message().to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+            Err(e) => {
+                return Err(ConfigError::Unreadable {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let known = Self::known_keys();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let rest = rest.to_ascii_lowercase();
+            // DATA_DIR and LOG are read by the binary, not settings.
+            if let Some(key) = known.iter().find(|k| k.replace('.', "_") == rest) {
+                set_key(&mut doc, key, &value);
+            }
+        }
+        for item in overrides {
+            let (key, value) = item.split_once('=').ok_or_else(|| {
+                ConfigError::BadOverride(format!(
+                    "--set {item}: expected section.key=value, e.g. --set mostro.fee=0.006"
+                ))
+            })?;
+            let key = key.trim();
+            if !known.iter().any(|k| k == key) {
+                return Err(ConfigError::BadOverride(format!(
+                    "--set {key}: unknown setting; known settings are listed in {CONFIG_FILE}"
+                )));
+            }
+            set_key(&mut doc, key, value.trim());
+        }
+        let settings: Settings =
+            toml::Value::Table(doc)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Unreadable {
+                    path: path.clone(),
+                    reason: e.message().to_string(),
+                })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Every `section.key` of the schema, from the defaults' serialisation.
+    pub fn known_keys() -> Vec<String> {
+        let value = toml::Value::try_from(Settings::default()).expect("defaults serialise");
+        let mut keys = Vec::new();
+        if let toml::Value::Table(sections) = value {
+            for (section, table) in sections {
+                if let toml::Value::Table(table) = table {
+                    keys.extend(table.keys().map(|k| format!("{section}.{k}")));
+                }
+            }
+        }
+        // Optional keys are absent from the serialisation of their `None` default.
+        keys.push("mostro.pow_first_contact".into());
+        keys
+    }
+
+    /// Range checks on every value a typo could break.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.mostro;
+        check(
+            "mostro.fee",
+            m.fee,
+            (0.0..1.0).contains(&m.fee),
+            "a fraction from 0 to below 1, e.g. 0.006",
+        )?;
+        check(
+            "mostro.min_payment_amount",
+            m.min_payment_amount,
+            m.min_payment_amount >= 1,
+            "at least 1 sat",
+        )?;
+        check(
+            "mostro.max_order_amount",
+            m.max_order_amount,
+            m.max_order_amount >= m.min_payment_amount,
+            "at least mostro.min_payment_amount",
+        )?;
+        check(
+            "mostro.expiration_hours",
+            m.expiration_hours,
+            (1..=24 * 365).contains(&m.expiration_hours),
+            "1 to 8760 hours",
+        )?;
+        check(
+            "mostro.max_expiration_days",
+            m.max_expiration_days,
+            (1..=365).contains(&m.max_expiration_days),
+            "1 to 365 days",
+        )?;
+        check(
+            "mostro.expiration_seconds",
+            m.expiration_seconds,
+            (10..=86_400).contains(&m.expiration_seconds),
+            "10 to 86400 seconds",
+        )?;
+        check("mostro.pow", m.pow, m.pow <= 32, "0 to 32 bits")?;
+        check(
+            "mostro.max_orders_per_response",
+            m.max_orders_per_response,
+            (1..=1000).contains(&m.max_orders_per_response),
+            "1 to 1000",
+        )?;
+        check(
+            "mostro.protocol_version",
+            m.protocol_version,
+            matches!(m.protocol_version, 1 | 2),
+            "1 (gift wrap) or 2 (NIP-44 direct)",
+        )?;
+        for (key, v) in [
+            ("mostro.publish_relays_interval", m.publish_relays_interval),
+            (
+                "mostro.publish_mostro_info_interval",
+                m.publish_mostro_info_interval,
+            ),
+            (
+                "mostro.user_rates_sent_interval_seconds",
+                m.user_rates_sent_interval_seconds,
+            ),
+            (
+                "price.update_interval_seconds",
+                self.price.update_interval_seconds,
+            ),
+        ] {
+            check(key, v, v >= 1, "at least 1 second")?;
+        }
+        for code in &m.fiat_currencies_accepted {
+            check(
+                "mostro.fiat_currencies_accepted",
+                format!("{code:?}"),
+                !code.is_empty() && code.chars().all(|c| c.is_ascii_alphanumeric()),
+                "a list of currency codes such as [\"USD\", \"VES\"], or [] for all",
+            )?;
+        }
+        let l = &self.lightning;
+        check(
+            "lightning.network",
+            format!("{:?}", l.network),
+            matches!(l.network.as_str(), "bitcoin" | "testnet" | "signet" | "regtest"),
+            "\"bitcoin\", \"testnet\", \"signet\" or \"regtest\"",
+        )?;
+        check(
+            "lightning.hold_invoice_cltv_delta",
+            l.hold_invoice_cltv_delta,
+            (40..=2016).contains(&l.hold_invoice_cltv_delta),
+            "40 to 2016 blocks",
+        )?;
+        let r = &self.relay;
+        check(
+            "relay.public_url",
+            format!("{:?}", r.public_url),
+            nostr::RelayUrl::parse(&r.public_url).is_ok(),
+            "a ws:// or wss:// URL traders can reach, e.g. \"wss://mostro.example.org\"",
+        )?;
+        check(
+            "relay.max_event_bytes",
+            r.max_event_bytes,
+            (1024..=1 << 20).contains(&r.max_event_bytes),
+            "1024 to 1048576 bytes",
+        )?;
+        check(
+            "relay.events_per_minute_per_ip",
+            r.events_per_minute_per_ip,
+            r.events_per_minute_per_ip >= 1,
+            "at least 1",
+        )?;
+        check(
+            "relay.max_connections_per_ip",
+            r.max_connections_per_ip,
+            r.max_connections_per_ip >= 1,
+            "at least 1",
+        )?;
+        check(
+            "relay.max_subscriptions_per_connection",
+            r.max_subscriptions_per_connection,
+            r.max_subscriptions_per_connection >= 1,
+            "at least 1",
+        )?;
+        check(
+            "relay.max_connections",
+            r.max_connections,
+            r.max_connections >= 1,
+            "at least 1",
+        )?;
+        for url in &self.nostr.publish_relays {
+            check(
+                "nostr.publish_relays",
+                format!("{url:?}"),
+                nostr::RelayUrl::parse(url).is_ok(),
+                "a list of ws:// or wss:// URLs",
+            )?;
+        }
+        check(
+            "price.api_url",
+            format!("{:?}", self.price.api_url),
+            self.price.api_url.starts_with("http://") || self.price.api_url.starts_with("https://"),
+            "an http:// or https:// URL of a Yadio-compatible API",
+        )?;
+        Ok(())
+    }
+
+    /// The commented settings file `init` writes: every key with its default and meaning.
+    pub fn template() -> String {
+        let d = Settings::default();
+        format!(
+            r#"# mostro-box settings. Every key is shown with its default.
+# Order of precedence: this file < MOSTRO_BOX_<SECTION>_<KEY> environment variables
+# (e.g. MOSTRO_BOX_MOSTRO_FEE=0.006) < `mostro-box run --set section.key=value`.
+
+[mostro]
+# Total fee of a trade as a fraction; the buyer and the seller each pay half.
+fee = {fee:?}
+# Order size limits in sats.
+max_order_amount = {max_order_amount}
+min_payment_amount = {min_payment_amount}
+# Lifetime of a pending order when the maker sets none, and the longest one a maker may set.
+expiration_hours = {expiration_hours}
+max_expiration_days = {max_expiration_days}
+# Seconds a taken order may wait for the buyer's invoice or the seller's payment.
+expiration_seconds = {expiration_seconds}
+# NIP-13 proof of work demanded on incoming messages (0 = none).
+pow = {pow}
+# Proof of work demanded from a trade key without an active trade (defaults to pow).
+# pow_first_contact = 0
+# Fiat currencies accepted; [] accepts every currency.
+fiat_currencies_accepted = {fiat:?}
+# Most order ids a trader may ask about in one `orders` request.
+max_orders_per_response = {max_orders_per_response}
+# Seconds between publications of the relay list (kind 10002) and node info (kind 38385).
+publish_relays_interval = {publish_relays_interval}
+publish_mostro_info_interval = {publish_mostro_info_interval}
+# Seconds between flushes of rating events (kind 38384).
+user_rates_sent_interval_seconds = {rates}
+# Protocol version advertised to clients: 2 = NIP-44 direct (kind 14), 1 = gift wrap (kind 1059).
+# The box accepts both and answers in the transport each request used.
+protocol_version = {protocol_version}
+# Public profile (kind 0) and instance name in the `y` tag; kind 0 is published if any is set.
+name = ""
+about = ""
+picture = ""
+website = ""
+
+[lightning]
+# Bitcoin network: "bitcoin", "testnet", "signet" or "regtest".
+network = "{network}"
+# Seconds a seller's hold invoice stays payable (advertised to clients).
+hold_invoice_expiration_window = {hiew}
+# Blocks a held payment must stay claimable.
+hold_invoice_cltv_delta = {cltv}
+# A buyer's invoice must not expire sooner than this many seconds from now.
+invoice_expiration_window = {iew}
+
+[relay]
+# Where the embedded relay listens (WebSocket, NIP-11 and GET /health on one port).
+listen = "{listen}"
+# The URL traders use to reach this relay (port forward, tunnel or domain).
+public_url = "{public_url}"
+# Largest event accepted, in bytes.
+max_event_bytes = {max_event_bytes}
+# Per-IP limits: events published per minute and connections open at once; and subscriptions
+# per connection (so one address holds at most connections x subscriptions).
+events_per_minute_per_ip = {epm}
+max_connections_per_ip = {mcip}
+max_subscriptions_per_connection = {msub}
+# Open WebSocket connections in total.
+max_connections = {maxconn}
+
+[nostr]
+# Public relays that get copies of the node's public events (orders, info, relay list), e.g.
+# ["wss://relay.mostro.network", "wss://nos.lol"]. Unreachable relays are retried with back-off.
+publish_relays = []
+
+[price]
+# Yadio-compatible price API: the box reads {{api_url}}/exrates/BTC.
+api_url = "{api_url}"
+update_interval_seconds = {upd}
+# Market-price orders are refused (price_too_stale) when the last price is older than this.
+max_staleness_seconds = {stale}
+"#,
+            fee = d.mostro.fee,
+            max_order_amount = d.mostro.max_order_amount,
+            min_payment_amount = d.mostro.min_payment_amount,
+            expiration_hours = d.mostro.expiration_hours,
+            max_expiration_days = d.mostro.max_expiration_days,
+            expiration_seconds = d.mostro.expiration_seconds,
+            pow = d.mostro.pow,
+            fiat = d.mostro.fiat_currencies_accepted,
+            max_orders_per_response = d.mostro.max_orders_per_response,
+            publish_relays_interval = d.mostro.publish_relays_interval,
+            publish_mostro_info_interval = d.mostro.publish_mostro_info_interval,
+            rates = d.mostro.user_rates_sent_interval_seconds,
+            protocol_version = d.mostro.protocol_version,
+            network = d.lightning.network,
+            hiew = d.lightning.hold_invoice_expiration_window,
+            cltv = d.lightning.hold_invoice_cltv_delta,
+            iew = d.lightning.invoice_expiration_window,
+            listen = d.relay.listen,
+            public_url = d.relay.public_url,
+            max_event_bytes = d.relay.max_event_bytes,
+            epm = d.relay.events_per_minute_per_ip,
+            mcip = d.relay.max_connections_per_ip,
+            msub = d.relay.max_subscriptions_per_connection,
+            maxconn = d.relay.max_connections,
+            api_url = d.price.api_url,
+            upd = d.price.update_interval_seconds,
+            stale = d.price.max_staleness_seconds,
+        )
+    }
+}
+
+fn check(
+    key: &str,
+    value: impl std::fmt::Display,
+    ok: bool,
+    allowed: &str,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+        })
+    }
+}
+
+/// Puts `value` at `section.key`, reading it as a TOML value when it parses as one (numbers,
+/// booleans, arrays) and as a plain string otherwise.
+fn set_key(doc: &mut toml::Table, key: &str, value: &str) {
+    let (section, name) = key.split_once('.').expect("known keys have a section");
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let table = doc
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = table {
+        t.insert(name.to_string(), parsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_to_defaults() {
+        let parsed: Settings = toml::from_str(&Settings::template()).unwrap();
+        assert_eq!(parsed, Settings::default());
+    }
+
+    #[test]
+    fn template_mentions_every_key() {
+        let t = Settings::template();
+        for key in Settings::known_keys() {
+            let name = key.split_once('.').unwrap().1;
+            assert!(t.contains(&format!("{name} =")), "{key} missing in template");
+        }
+    }
+
+    #[test]
+    fn layering_file_env_flags() {
+        let dir = tempdir();
+        std::fs::write(dir.join(CONFIG_FILE), "[mostro]\nfee = 0.01\npow = 3\n").unwrap();
+        let env = vec![
+            ("MOSTRO_BOX_MOSTRO_FEE".to_string(), "0.02".to_string()),
+            (
+                "MOSTRO_BOX_MOSTRO_FIAT_CURRENCIES_ACCEPTED".into(),
+                "[\"VES\"]".into(),
+            ),
+        ];
+        let s = Settings::load(&dir, env, &["mostro.pow=5".into()]).unwrap();
+        assert_eq!(s.mostro.fee, 0.02);
+        assert_eq!(s.mostro.pow, 5);
+        assert_eq!(s.mostro.fiat_currencies_accepted, vec!["VES".to_string()]);
+    }
+
+    #[test]
+    fn bad_value_names_key_value_and_range() {
+        let dir = tempdir();
+        let err = Settings::load(&dir, vec![], &["mostro.fee=2".into()]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("mostro.fee") && msg.contains('2') && msg.contains("fraction"));
+        let err = Settings::load(&dir, vec![], &["mostro.nope=1".into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown setting"));
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mb-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,328 @@
+//! The Mostro engine: reads requests from the durable inbox in arrival order, applies them to the
+//! order book and queues replies and public events in the outbox, all in one commit per batch;
+//! then signs and publishes what it queued.
+//!
+//! Crash safety comes from the ordering: a request leaves the inbox in the same commit that
+//! records its effects and its replies, and replies leave the outbox in the same commit that
+//! stores them as relay events. After a crash the engine resumes from whatever is left in both.
+
+pub mod actions;
+pub mod dispatch;
+mod expiry;
+pub mod order;
+pub mod tx;
+pub mod user;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nostr::{Event, JsonUtil, Keys, PublicKey};
+use redb::ReadableTable;
+use tokio::sync::Notify;
+
+use crate::config::Settings;
+use crate::price::PriceBook;
+use crate::protocol::events::NodeFacts;
+use crate::protocol::intake::{self, Dropped, Inbound};
+use crate::protocol::outbound::Outgoing;
+use crate::relay::Relay;
+use crate::store::*;
+
+/// Most inbox entries taken into one batch.
+const BATCH: usize = 512;
+/// How often due timers are checked.
+const TICK: Duration = Duration::from_secs(1);
+/// Handled ids are kept this long, far beyond the freshness window.
+const PROCESSED_RETENTION_SECS: i64 = 86_400;
+
+/// What handlers see of the world for one batch.
+pub struct Ctx<'a> {
+    /// Settings in force.
+    pub settings: &'a Settings,
+    /// Node key, relays and network for public events.
+    pub facts: &'a NodeFacts,
+    /// Unix time of the batch.
+    pub now: i64,
+    /// Market prices.
+    pub prices: &'a PriceBook,
+    /// Lightning network name as used in invoices (`bitcoin`, `regtest`, ...).
+    pub network: &'a str,
+}
+
+/// Everything the engine task needs.
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    relay: Relay,
+    keys: Keys,
+    settings: Arc<Settings>,
+    facts: Arc<NodeFacts>,
+    prices: PriceBook,
+    active: Arc<Mutex<HashSet<PublicKey>>>,
+    inbox: Arc<Notify>,
+}
+
+/// An inbox entry with its event, ready to open.
+struct Pending {
+    seq: u64,
+    event: Option<Event>,
+    received_at: i64,
+}
+
+impl Engine {
+    /// Builds the engine; `inbox` is notified by the relay store whenever a request arrives.
+    pub fn new(
+        store: Store,
+        relay: Relay,
+        keys: Keys,
+        settings: Arc<Settings>,
+        facts: Arc<NodeFacts>,
+        prices: PriceBook,
+        inbox: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            relay,
+            keys,
+            settings,
+            facts,
+            prices,
+            active: Arc::default(),
+            inbox,
+        }
+    }
+
+    /// Runs until the process ends: first finishes what a previous run left in the outbox and
+    /// inbox, then follows new requests and due timers.
+    pub async fn run(self) -> Result<(), StoreError> {
+        self.rebuild_active().await?;
+        self.flush_outbox().await?;
+        let mut tick = tokio::time::interval(TICK);
+        let mut last_prune = 0;
+        loop {
+            while self.step().await? > 0 {}
+            let now = crate::protocol::now();
+            self.run_timers(now).await?;
+            if now - last_prune > 3600 {
+                self.prune(now).await?;
+                last_prune = now;
+            }
+            tokio::select! {
+                _ = self.inbox.notified() => {}
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
+    /// Handles one batch from the inbox; returns how many requests it took.
+    pub async fn step(&self) -> Result<usize, StoreError> {
+        let batch = self.read_inbox()?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let n = batch.len();
+        let opened = self.open_all(batch).await;
+        let engine = self.clone();
+        let out = self
+            .store
+            .writer()
+            .write(move |txn| engine.apply(txn, opened))
+            .await?;
+        self.deliver(out).await?;
+        Ok(n)
+    }
+
+    fn read_inbox(&self) -> Result<Vec<Pending>, StoreError> {
+        let rtx = self.store.read()?;
+        let inbox = rtx.open_table(INBOX)?;
+        let events = rtx.open_table(EVENTS)?;
+        let mut batch = Vec::new();
+        for entry in inbox.iter()?.take(BATCH) {
+            let (seq, v) = entry?;
+            let (id, received_at) = v.value();
+            let event = events
+                .get(id)?
+                .and_then(|json| Event::from_json(json.value()).ok());
+            batch.push(Pending {
+                seq: seq.value(),
+                event,
+                received_at: received_at as i64,
+            });
+        }
+        Ok(batch)
+    }
+
+    /// Opens every request of a batch in parallel: the expensive, stateless part.
+    async fn open_all(&self, batch: Vec<Pending>) -> Vec<(Pending, Result<Inbound, Dropped>)> {
+        let chunk = batch.len().div_ceil(num_workers()).max(1);
+        let mut tasks = Vec::new();
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let tail = rest.split_off(chunk.min(rest.len()));
+            let part = std::mem::replace(&mut rest, tail);
+            let keys = self.keys.clone();
+            let pow = self.settings.mostro.pow;
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::with_capacity(part.len());
+                for p in part {
+                    let r = match &p.event {
+                        Some(ev) => intake::open(ev, &keys, pow, p.received_at).await,
+                        None => Err(Dropped::Invalid("event no longer stored".into())),
+                    };
+                    out.push((p, r));
+                }
+                out
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            if let Ok(part) = t.await {
+                all.extend(part);
+            }
+        }
+        all
+    }
+
+    /// Applies a batch inside the writer's transaction.
+    fn apply(
+        &self,
+        txn: &redb::WriteTransaction,
+        opened: Vec<(Pending, Result<Inbound, Dropped>)>,
+    ) -> Result<Vec<(u64, Outgoing)>, StoreError> {
+        let mut tx = tx::Tx::open(txn)?;
+        let now = crate::protocol::now();
+        let mut ctx = self.ctx(now);
+        let mut active = self.active.lock().expect("active keys lock");
+        for (p, result) in opened {
+            let mut ids = Vec::with_capacity(2);
+            if let Some(ev) = &p.event {
+                ids.push(ev.id.to_bytes());
+            }
+            match result {
+                Ok(inbound) => {
+                    if tx.seen(&inbound.inner_id)? {
+                        tracing::debug!("intake: replayed request dropped");
+                    } else {
+                        dispatch::handle(&mut tx, &mut ctx, &inbound, &mut active)?;
+                        ids.push(inbound.inner_id);
+                    }
+                }
+                Err(why) => tracing::debug!("intake: dropped: {why}"),
+            }
+            tx.mark_done(p.seq, &ids, now)?;
+        }
+        Ok(std::mem::take(&mut tx.out))
+    }
+
+    fn ctx(&self, now: i64) -> Ctx<'_> {
+        Ctx {
+            settings: &self.settings,
+            facts: &self.facts,
+            now,
+            prices: &self.prices,
+            network: &self.settings.lightning.network,
+        }
+    }
+
+    /// Signs queued messages in parallel, stores them as relay events (removing them from the
+    /// outbox in the same commit), then hands them to subscribers and public relays.
+    pub async fn deliver(&self, out: Vec<(u64, Outgoing)>) -> Result<(), StoreError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let chunk = out.len().div_ceil(num_workers()).max(1);
+        let mut tasks = Vec::new();
+        let mut rest = out;
+        while !rest.is_empty() {
+            let tail = rest.split_off(chunk.min(rest.len()));
+            let part = std::mem::replace(&mut rest, tail);
+            let keys = self.keys.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut signed = Vec::with_capacity(part.len());
+                for (seq, o) in part {
+                    match o.sign(&keys).await {
+                        Ok(ev) => signed.push((seq, Some(ev))),
+                        Err(e) => {
+                            tracing::error!("outbox: cannot sign message {seq}: {e}");
+                            signed.push((seq, None));
+                        }
+                    }
+                }
+                signed
+            }));
+        }
+        let mut signed = Vec::new();
+        for t in tasks {
+            if let Ok(part) = t.await {
+                signed.extend(part);
+            }
+        }
+        self.relay.publish_own(signed).await
+    }
+
+    /// Re-sends what a previous run queued but did not publish.
+    async fn flush_outbox(&self) -> Result<(), StoreError> {
+        let rtx = self.store.read()?;
+        let outbox = rtx.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in outbox.iter()? {
+            let (seq, bytes) = entry?;
+            out.push((seq.value(), decode::<Outgoing>("outbox", bytes.value())?));
+        }
+        drop(outbox);
+        drop(rtx);
+        if !out.is_empty() {
+            tracing::info!("outbox: publishing {} messages left by the last run", out.len());
+        }
+        self.deliver(out).await
+    }
+
+    async fn rebuild_active(&self) -> Result<(), StoreError> {
+        let open = self
+            .store
+            .writer()
+            .write(|txn| tx::Tx::open(txn)?.open_orders())
+            .await?;
+        let mut active = self.active.lock().expect("active keys lock");
+        for o in &open {
+            actions::track_active(&mut active, o);
+        }
+        Ok(())
+    }
+
+    /// Fires due deadlines (pending order expiry).
+    pub async fn run_timers(&self, now: i64) -> Result<(), StoreError> {
+        let engine = self.clone();
+        let out = self
+            .store
+            .writer()
+            .write(move |txn| {
+                let mut tx = tx::Tx::open(txn)?;
+                let ctx = engine.ctx(now);
+                let mut active = engine.active.lock().expect("active keys lock");
+                expiry::fire_due(&mut tx, &ctx, &mut active)?;
+                Ok(std::mem::take(&mut tx.out))
+            })
+            .await?;
+        self.deliver(out).await
+    }
+
+    async fn prune(&self, now: i64) -> Result<(), StoreError> {
+        let n = self
+            .store
+            .writer()
+            .write(move |txn| tx::Tx::open(txn)?.prune_processed(now - PROCESSED_RETENTION_SECS))
+            .await?;
+        if n > 0 {
+            tracing::debug!("store: forgot {n} old handled ids");
+        }
+        Ok(())
+    }
+}
+
+fn num_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}

@@ -1,0 +1,269 @@
+//! The order record and its state machine.
+//!
+//! Status is mostro-core's typed [`Status`]; every change goes through [`Order::move_to`], which
+//! knows the transitions of the reference daemon (protocol reference §4.14) and refuses the rest,
+//! so no code path compares status strings or jumps states by accident.
+
+use mostro_core::prelude::{Kind, SmallOrder, Status};
+use nostr::PublicKey;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One side of a trade: the per-trade key that signs its messages, the identity key that owns its
+/// reputation (equal to the trade key in full-privacy mode) and the trade index it used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Party {
+    /// Trade key: replies go here.
+    pub trade_pubkey: PublicKey,
+    /// Identity (master) key: `orders` and `restore-session` look orders up by it.
+    pub identity: PublicKey,
+    /// Trade index of the key, `None` in full privacy.
+    pub trade_index: Option<i64>,
+}
+
+/// An order as the box stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// Order id, also the `d` tag of its 38383 event.
+    pub id: Uuid,
+    /// Buy or sell, from the maker's side.
+    pub kind: Kind,
+    /// Where the order is in its life.
+    pub status: Status,
+    /// Sats; 0 for market-price orders until taken.
+    pub amount: i64,
+    /// Fee each side pays, in sats (computed at take for market-price orders).
+    pub fee: i64,
+    /// True when the sats amount comes from the market price at take time.
+    pub price_from_api: bool,
+    /// Fiat currency code as the maker gave it.
+    pub fiat_code: String,
+    /// Fiat amount (0 for a range order until taken).
+    pub fiat_amount: i64,
+    /// Range lower bound in fiat.
+    pub min_amount: Option<i64>,
+    /// Range upper bound in fiat.
+    pub max_amount: Option<i64>,
+    /// Comma-separated payment methods.
+    pub payment_method: String,
+    /// Premium in percent over the market price.
+    pub premium: i64,
+    /// The trade key that created the order.
+    pub creator_pubkey: PublicKey,
+    /// The buyer, once known (the maker of a buy order).
+    pub buyer: Option<Party>,
+    /// The seller, once known (the maker of a sell order).
+    pub seller: Option<Party>,
+    /// Buyer's payout invoice or Lightning address, if given.
+    pub buyer_invoice: Option<String>,
+    /// Unix time of creation.
+    pub created_at: i64,
+    /// Unix time after which a pending order expires.
+    pub expires_at: i64,
+    /// Unix time the order was taken (0 if not).
+    pub taken_at: i64,
+    /// The order this one was split from (range orders).
+    pub range_parent_id: Option<Uuid>,
+    /// `created_at` of the last 38383 revision, so the next one is strictly newer.
+    pub last_event_at: i64,
+}
+
+/// A transition the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("order cannot move from {from} to {to}")]
+pub struct BadTransition {
+    /// Status before.
+    pub from: Status,
+    /// Status asked for.
+    pub to: Status,
+}
+
+impl Order {
+    /// The maker's side.
+    pub fn maker(&self) -> Option<&Party> {
+        match self.kind {
+            Kind::Buy => self.buyer.as_ref(),
+            Kind::Sell => self.seller.as_ref(),
+        }
+    }
+
+    /// Mutable maker side.
+    pub fn maker_mut(&mut self) -> Option<&mut Party> {
+        match self.kind {
+            Kind::Buy => self.buyer.as_mut(),
+            Kind::Sell => self.seller.as_mut(),
+        }
+    }
+
+    /// True for a range order (min and max fiat amounts).
+    pub fn is_range(&self) -> bool {
+        self.min_amount.is_some() && self.max_amount.is_some()
+    }
+
+    /// Statuses after which nothing more happens to the order.
+    pub fn is_terminal(&self) -> bool {
+        is_terminal(self.status)
+    }
+
+    /// Moves to `to` if the reference daemon's state machine allows it.
+    pub fn move_to(&mut self, to: Status) -> Result<(), BadTransition> {
+        if allowed(self.status, to) {
+            self.status = to;
+            Ok(())
+        } else {
+            Err(BadTransition {
+                from: self.status,
+                to,
+            })
+        }
+    }
+
+    /// The status shown on the relay (`s` tag), or `None` when this status is not published and
+    /// the previous revision stays live (reference §1.1).
+    pub fn published_status(&self) -> Option<Status> {
+        use Status::*;
+        match self.status {
+            Pending | WaitingTakerBond => Some(Pending),
+            WaitingBuyerInvoice if self.kind == Kind::Sell => Some(InProgress),
+            WaitingPayment if self.kind == Kind::Buy => Some(InProgress),
+            Canceled | CanceledByAdmin | CooperativelyCanceled | Expired => Some(Canceled),
+            Success => Some(Success),
+            CompletedByAdmin => Some(CompletedByAdmin),
+            _ => None,
+        }
+    }
+
+    /// The wire view sent to traders.
+    pub fn small(&self) -> SmallOrder {
+        SmallOrder {
+            id: Some(self.id),
+            kind: Some(self.kind),
+            status: Some(self.status),
+            amount: self.amount,
+            fiat_code: self.fiat_code.clone(),
+            min_amount: self.min_amount,
+            max_amount: self.max_amount,
+            fiat_amount: self.fiat_amount,
+            payment_method: self.payment_method.clone(),
+            premium: self.premium,
+            buyer_trade_pubkey: self.buyer.as_ref().map(|p| p.trade_pubkey.to_hex()),
+            seller_trade_pubkey: self.seller.as_ref().map(|p| p.trade_pubkey.to_hex()),
+            buyer_invoice: self.buyer_invoice.clone(),
+            created_at: Some(self.created_at),
+            expires_at: Some(self.expires_at),
+        }
+    }
+
+    /// The next `created_at` for this order's 38383 event: now, or one second after the last
+    /// revision if that is not older, so relays always keep the newest revision.
+    pub fn next_event_time(&mut self, now: i64) -> i64 {
+        let t = now.max(self.last_event_at + 1);
+        self.last_event_at = t;
+        t
+    }
+
+    /// The trade index the given identity used on this order, if it is a party.
+    pub fn trade_index_of(&self, identity: &PublicKey) -> Option<i64> {
+        [&self.buyer, &self.seller]
+            .into_iter()
+            .flatten()
+            .find(|p| &p.identity == identity)
+            .map(|p| p.trade_index.unwrap_or(0))
+    }
+}
+
+/// True for statuses after which the order never changes again.
+pub fn is_terminal(status: Status) -> bool {
+    use Status::*;
+    matches!(
+        status,
+        Canceled
+            | CanceledByAdmin
+            | CooperativelyCanceled
+            | Expired
+            | Success
+            | CompletedByAdmin
+            | SettledByAdmin
+    )
+}
+
+/// The transition table of the Lightning-mode daemon (no bonds), reference §4.14.
+fn allowed(from: Status, to: Status) -> bool {
+    use Status::*;
+    matches!(
+        (from, to),
+        (Pending, WaitingBuyerInvoice | WaitingPayment | Canceled | Expired)
+            | (WaitingBuyerInvoice, WaitingPayment | Active | Pending | Canceled)
+            | (WaitingPayment, Active | WaitingBuyerInvoice | Pending | Canceled)
+            | (Active, FiatSent | Dispute | CooperativelyCanceled | Canceled)
+            | (FiatSent, SettledHoldInvoice | Dispute | CooperativelyCanceled)
+            | (Dispute, SettledHoldInvoice | CanceledByAdmin | CooperativelyCanceled)
+            | (SettledHoldInvoice, Success)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(kind: Kind, status: Status) -> Order {
+        let pk = nostr::Keys::generate().public_key();
+        Order {
+            id: Uuid::new_v4(),
+            kind,
+            status,
+            amount: 1000,
+            fee: 0,
+            price_from_api: false,
+            fiat_code: "USD".into(),
+            fiat_amount: 10,
+            min_amount: None,
+            max_amount: None,
+            payment_method: "cash".into(),
+            premium: 0,
+            creator_pubkey: pk,
+            buyer: None,
+            seller: None,
+            buyer_invoice: None,
+            created_at: 0,
+            expires_at: 0,
+            taken_at: 0,
+            range_parent_id: None,
+            last_event_at: 0,
+        }
+    }
+
+    #[test]
+    fn terminal_states_do_not_move() {
+        for s in [Status::Canceled, Status::Expired, Status::Success] {
+            let mut o = order(Kind::Sell, s);
+            assert!(o.move_to(Status::Pending).is_err());
+            assert!(o.move_to(Status::Active).is_err());
+        }
+    }
+
+    #[test]
+    fn published_status_follows_reference() {
+        assert_eq!(
+            order(Kind::Sell, Status::WaitingBuyerInvoice).published_status(),
+            Some(Status::InProgress)
+        );
+        assert_eq!(
+            order(Kind::Buy, Status::WaitingBuyerInvoice).published_status(),
+            None
+        );
+        assert_eq!(
+            order(Kind::Buy, Status::Expired).published_status(),
+            Some(Status::Canceled)
+        );
+        assert_eq!(order(Kind::Buy, Status::Active).published_status(), None);
+    }
+
+    #[test]
+    fn event_times_are_strictly_increasing() {
+        let mut o = order(Kind::Sell, Status::Pending);
+        let a = o.next_event_time(100);
+        let b = o.next_event_time(100);
+        assert!(b > a);
+    }
+}

@@ -1,0 +1,21 @@
+//! mostro-box: a self-contained Mostro node. One process holds a private Nostr relay, the Mostro
+//! order engine and (from the Lightning issue on) an LDK node, with all state in one redb file.
+//!
+//! Map: [`config`] settings; [`keys`] the node key; [`store`] redb tables and the grouped writer;
+//! [`relay`] the embedded relay; [`protocol`] the Mostro wire; [`engine`] the order state
+//! machine; [`publish`] public relays and discovery; [`price`] market prices; [`node`] start-up.
+
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod keys;
+pub mod lightning;
+pub mod node;
+pub mod price;
+pub mod protocol;
+pub mod publish;
+pub mod relay;
+pub mod store;

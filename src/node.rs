@@ -1,0 +1,239 @@
+//! Starting the box: store, relay, engine, price feed and discovery, wired in one place.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nostr::{Keys, PublicKey, ToBech32};
+use redb::ReadableTableMetadata;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{Settings, CONFIG_FILE};
+use crate::engine::Engine;
+use crate::keys::{self, KeyError};
+use crate::price::PriceBook;
+use crate::protocol::events::{LightningFacts, NodeFacts};
+use crate::publish::{self, Publisher};
+use crate::relay::{http, Relay};
+use crate::store::{Store, StoreError, INBOX};
+
+/// File name of the redb store inside the data directory.
+pub const STORE_FILE: &str = "mostro-box.redb";
+
+/// A start-up failure, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Key file problem.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Store problem.
+    #[error("{path}: {source}")]
+    Store {
+        /// The store file.
+        path: PathBuf,
+        /// Cause.
+        source: StoreError,
+    },
+    /// Another process holds the store.
+    #[error("{0} is in use by another mostro-box; stop it first (never run two boxes on one data dir)")]
+    InUse(PathBuf),
+    /// The relay port is taken or not allowed.
+    #[error("cannot listen on {addr}: {source}; set relay.listen in {CONFIG_FILE} or pass --set relay.listen=IP:PORT")]
+    Listen {
+        /// Address tried.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The data directory cannot be created.
+    #[error("cannot create {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Writes the commented settings file and the node key into `data_dir`.
+pub fn init(data_dir: &Path) -> Result<(PublicKey, bool), StartError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let keys = keys::create(data_dir)?;
+    let config = data_dir.join(CONFIG_FILE);
+    let wrote_config = !config.exists();
+    if wrote_config {
+        std::fs::write(&config, Settings::template()).map_err(|source| StartError::DataDir {
+            path: config.clone(),
+            source,
+        })?;
+    }
+    Ok((keys.public_key(), wrote_config))
+}
+
+/// A running box.
+pub struct Running {
+    /// Where the relay listens.
+    pub addr: SocketAddr,
+    /// The node's public key.
+    pub pubkey: PublicKey,
+    /// The relay handle (tests and the bench query it).
+    pub relay: Relay,
+    /// The engine (tests drive timers through it).
+    pub engine: Engine,
+    /// Market prices (tests set them).
+    pub prices: PriceBook,
+    tasks: Vec<JoinHandle<()>>,
+    engine_task: JoinHandle<Result<(), StoreError>>,
+}
+
+impl Running {
+    /// Waits until the engine stops, which only happens on a store failure.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        let r = self.engine_task.await.unwrap_or(Ok(()));
+        for t in self.tasks {
+            t.abort();
+        }
+        r
+    }
+
+    /// Stops every task (for tests and the bench).
+    pub fn stop(self) {
+        self.engine_task.abort();
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the box from `data_dir` with `settings`.
+pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, StartError> {
+    let keys = keys::load(data_dir)?;
+    let path = data_dir.join(STORE_FILE);
+    let store = Store::open(&path).map_err(|source| match source {
+        StoreError::Redb(redb::Error::DatabaseAlreadyOpen) => StartError::InUse(path.clone()),
+        source => StartError::Store {
+            path: path.clone(),
+            source,
+        },
+    })?;
+    let store_err = |source| StartError::Store {
+        path: path.clone(),
+        source,
+    };
+    let settings = Arc::new(settings);
+    let inbox = Arc::new(Notify::new());
+    let publisher = Publisher::start(settings.nostr.publish_relays.clone(), keys.clone());
+    let relay = Relay::new(&settings, &keys, &store, inbox.clone(), publisher)
+        .await
+        .map_err(store_err)?;
+    let listen = settings.relay.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().expect("bound listener has an address");
+
+    let mut relays = vec![settings.relay.public_url.clone()];
+    relays.extend(settings.nostr.publish_relays.iter().cloned());
+    let facts = Arc::new(NodeFacts {
+        pubkey: keys.public_key(),
+        relays,
+        network: settings.lightning.network_tag(),
+    });
+    let prices = PriceBook::new(settings.price.max_staleness_seconds);
+    let engine = Engine::new(
+        store.clone(),
+        relay.clone(),
+        keys.clone(),
+        settings.clone(),
+        facts.clone(),
+        prices.clone(),
+        inbox,
+    );
+    let engine_task = tokio::spawn(engine.clone().run());
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(prices.clone().keep_fresh(
+        settings.price.api_url.clone(),
+        settings.price.update_interval_seconds,
+    )));
+    let started = Instant::now();
+    let health_store = store.clone();
+    let npub = keys.public_key().to_bech32().expect("bech32 npub");
+    let public_url = settings.relay.public_url.clone();
+    let health: http::StatusFn = Arc::new(move || {
+        let backlog = health_store
+            .read()
+            .ok()
+            .and_then(|r| r.open_table(INBOX).ok().and_then(|t| t.len().ok()));
+        serde_json::json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "npub": npub,
+            "relay_url": public_url,
+            "uptime_seconds": started.elapsed().as_secs(),
+            "inbox_backlog": backlog,
+        })
+    });
+    tasks.push(tokio::spawn(http::serve(
+        listener,
+        relay.clone(),
+        nip11(&settings, &keys),
+        health,
+        settings.relay.max_connections_per_ip,
+    )));
+    tasks.push(tokio::spawn(publish::discovery(
+        relay.clone(),
+        keys.clone(),
+        settings.clone(),
+        facts,
+        LightningFacts::default(),
+    )));
+    Ok(Running {
+        addr,
+        pubkey: keys.public_key(),
+        relay,
+        engine,
+        prices,
+        tasks,
+        engine_task,
+    })
+}
+
+/// The NIP-11 relay information document.
+fn nip11(settings: &Settings, keys: &Keys) -> serde_json::Value {
+    let m = &settings.mostro;
+    let name = if m.name.trim().is_empty() {
+        "mostro-box"
+    } else {
+        m.name.trim()
+    };
+    serde_json::json!({
+        "name": name,
+        "description": if m.about.trim().is_empty() {
+            "Private relay of a Mostro P2P escrow node. It carries Mostro traffic only."
+        } else {
+            m.about.trim()
+        },
+        "pubkey": keys.public_key().to_hex(),
+        "software": "mostro-box",
+        "version": env!("CARGO_PKG_VERSION"),
+        "supported_nips": [1, 11, 13, 40, 42, 44, 59, 65, 69],
+        "limitation": {
+            "max_message_length": settings.relay.max_event_bytes,
+            "max_subscriptions": settings.relay.max_subscriptions_per_connection,
+            "min_pow_difficulty": m.pow,
+            "auth_required": false,
+            "payment_required": false,
+            "restricted_writes": true,
+        },
+    })
+}

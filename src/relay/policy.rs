@@ -1,0 +1,165 @@
+//! What the relay accepts: Mostro traffic only, within per-IP limits.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use nostr::{Event, JsonUtil, Kind, PublicKey};
+use nostr_relay_builder::builder::{PolicyResult, WritePolicy};
+
+/// Kinds the node itself publishes; only the node's key may publish them here.
+const NODE_KINDS: [u16; 6] = [0, 10002, 38383, 38384, 38385, 38386];
+
+/// Admits direct messages and gift wraps addressed with a `p` tag (requests to the node and
+/// trader-to-trader chat), the node's own public kinds, and nothing else; enforces the size
+/// limit, the node's proof of work on requests, and a per-IP event rate.
+#[derive(Debug)]
+pub struct MostroPolicy {
+    node: PublicKey,
+    max_event_bytes: usize,
+    pow: u8,
+    per_minute: u32,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl MostroPolicy {
+    /// A policy for `node` with the relay settings' limits.
+    pub fn new(node: PublicKey, max_event_bytes: usize, pow: u8, per_minute: u32) -> Self {
+        Self {
+            node,
+            max_event_bytes,
+            pow,
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The decision, without the rate limit (pure, for tests and the fuzzer).
+    pub fn judge(&self, event: &Event) -> Result<(), String> {
+        let size = event.as_json().len();
+        if size > self.max_event_bytes {
+            return Err(format!(
+                "event is {size} bytes, this relay accepts at most {}",
+                self.max_event_bytes
+            ));
+        }
+        let kind = event.kind.as_u16();
+        if matches!(event.kind, Kind::PrivateDirectMessage | Kind::GiftWrap) {
+            let mut p = event.tags.public_keys().peekable();
+            if p.peek().is_none() {
+                return Err("direct messages and gift wraps need a p tag".into());
+            }
+            let to_node = event.tags.public_keys().any(|p| p == &self.node);
+            if to_node && !event.id.check_pow(self.pow) {
+                return Err(format!(
+                    "requests to this Mostro node need proof of work of {} bits",
+                    self.pow
+                ));
+            }
+            return Ok(());
+        }
+        if NODE_KINDS.contains(&kind) {
+            if event.pubkey == self.node {
+                return Ok(());
+            }
+            return Err(format!("kind {kind} is published only by this Mostro node"));
+        }
+        Err(format!(
+            "this relay carries Mostro traffic only (kinds 14 and 1059 with a p tag), not kind {kind}"
+        ))
+    }
+
+    fn take_token(&self, ip: IpAddr) -> bool {
+        let mut buckets = self.buckets.lock().expect("rate buckets lock");
+        let now = Instant::now();
+        let cap = self.per_minute as f64;
+        if buckets.len() > 100_000 {
+            // Bound memory under a spray of addresses: forget buckets that are full again.
+            buckets.retain(|_, b| now.duration_since(b.last).as_secs() < 60);
+        }
+        let b = buckets.entry(ip).or_insert(Bucket {
+            tokens: cap,
+            last: now,
+        });
+        let refill = now.duration_since(b.last).as_secs_f64() * cap / 60.0;
+        b.tokens = (b.tokens + refill).min(cap);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl WritePolicy for MostroPolicy {
+    fn admit_event<'a>(
+        &'a self,
+        event: &'a Event,
+        addr: &'a SocketAddr,
+    ) -> nostr::util::BoxedFuture<'a, PolicyResult> {
+        Box::pin(async move {
+            if let Err(reason) = self.judge(event) {
+                return PolicyResult::Reject(reason);
+            }
+            if !self.take_token(addr.ip()) {
+                return PolicyResult::Reject(format!(
+                    "rate-limited: at most {} events per minute from one address",
+                    self.per_minute
+                ));
+            }
+            PolicyResult::Accept
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nostr::{EventBuilder, Keys, Tag};
+
+    #[test]
+    fn admits_mostro_traffic_only() {
+        let node = Keys::generate();
+        let stranger = Keys::generate();
+        let p = MostroPolicy::new(node.public_key(), 4096, 0, 10);
+        let note = EventBuilder::text_note("hi").sign_with_keys(&stranger).unwrap();
+        assert!(p.judge(&note).unwrap_err().contains("kind 1"));
+        let dm = EventBuilder::new(Kind::PrivateDirectMessage, "x")
+            .tag(Tag::public_key(node.public_key()))
+            .sign_with_keys(&stranger)
+            .unwrap();
+        assert!(p.judge(&dm).is_ok());
+        let no_p = EventBuilder::new(Kind::PrivateDirectMessage, "x")
+            .sign_with_keys(&stranger)
+            .unwrap();
+        assert!(p.judge(&no_p).is_err());
+        let fake_order = EventBuilder::new(Kind::Custom(38383), "")
+            .sign_with_keys(&stranger)
+            .unwrap();
+        assert!(p.judge(&fake_order).is_err());
+        let big = EventBuilder::new(Kind::PrivateDirectMessage, "x".repeat(5000))
+            .tag(Tag::public_key(node.public_key()))
+            .sign_with_keys(&stranger)
+            .unwrap();
+        assert!(p.judge(&big).unwrap_err().contains("bytes"));
+    }
+
+    #[test]
+    fn rate_limit_is_per_address() {
+        let p = MostroPolicy::new(Keys::generate().public_key(), 4096, 0, 3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!((0..3).all(|_| p.take_token(a)));
+        assert!(!p.take_token(a));
+        assert!(p.take_token(b));
+    }
+}

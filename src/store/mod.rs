@@ -1,0 +1,120 @@
+//! Durable state in one redb file: relay events, the engine's inbox and cursor, orders, users,
+//! disputes and the outbox.
+//!
+//! All writes go through one [`Writer`] task that groups whatever is queued into a single
+//! transaction, so many messages share one fsync while every caller still hears back only after
+//! its change is on disk.
+
+mod tables;
+mod writer;
+
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable};
+use std::sync::Arc;
+
+pub use tables::*;
+pub use writer::Writer;
+
+/// A storage failure. The box cannot go on safely without its store, so callers surface these.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb reported an error.
+    #[error("database error: {0}")]
+    Redb(#[from] redb::Error),
+    /// A stored record did not decode: the file was written by an incompatible version.
+    #[error("corrupt record in table {table}: {reason}")]
+    Corrupt {
+        /// Which table.
+        table: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// The file was written by a newer mostro-box.
+    #[error("the store has schema version {found}, this mostro-box knows up to {known}: upgrade mostro-box")]
+    TooNew {
+        /// Version in the file.
+        found: u64,
+        /// Highest version this build knows.
+        known: u64,
+    },
+    /// Another change in the same grouped commit failed, or the commit itself failed.
+    #[error("commit failed: {0}")]
+    Batch(String),
+    /// The writer task is gone (the box is shutting down).
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Redb(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Schema version this build writes. Bump it and add a step to [`migrate`] when a table layout
+/// or record encoding changes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// The open database plus its writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<redb::Database>,
+    writer: Writer,
+}
+
+impl Store {
+    /// Opens (or creates) `path`, creates missing tables, runs migrations and starts the writer.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Arc::new(redb::Database::create(path)?);
+        let txn = db.begin_write()?;
+        tables::create_all(&txn)?;
+        migrate(&txn)?;
+        txn.commit()?;
+        let writer = Writer::spawn(db.clone());
+        Ok(Self { db, writer })
+    }
+
+    /// A consistent read-only snapshot.
+    pub fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// The grouped-commit writer.
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+}
+
+/// Brings an older file up to [`SCHEMA_VERSION`]. Version 1 is the first layout, so the only
+/// step today is stamping a new file.
+fn migrate(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let found = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
+    match found {
+        None => {
+            meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+        }
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(StoreError::TooNew {
+                found: v,
+                known: SCHEMA_VERSION,
+            })
+        }
+        Some(_) => {
+            // Future migrations go here, one `if v < N` step each.
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Table definitions and the typed helpers to read and write JSON-encoded records.
+//!
+//! Keys have fixed layouts (32-byte public keys and event ids, 128-bit UUIDs, sequence numbers)
+//! so range scans are cheap; values that are whole records are serde JSON of the engine's typed
+//! structs, which keeps migrations readable.
+
+use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::StoreError;
+
+/// Small counters and markers (schema version, sequence numbers, the engine cursor).
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Key in [`META`] holding the schema version.
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+/// Key in [`META`] holding the next inbox sequence number.
+pub const META_INBOX_NEXT: &str = "inbox_next";
+/// Key in [`META`] holding the next outbox sequence number.
+pub const META_OUTBOX_NEXT: &str = "outbox_next";
+
+/// Every event the relay stores, by id, as JSON.
+pub const EVENTS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("events");
+/// Messages addressed to the node, in arrival order: seq -> (event id, unix time received).
+/// The engine deletes an entry in the same transaction that applies its effects, so the table
+/// itself is the persisted intake position.
+pub const INBOX: TableDefinition<u64, (&[u8; 32], u64)> = TableDefinition::new("inbox");
+/// Ids of messages already handled (outer event id and inner message id) -> unix time handled.
+pub const PROCESSED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("processed");
+/// Orders by UUID.
+pub const ORDERS: TableDefinition<u128, &[u8]> = TableDefinition::new("orders");
+/// Orders each identity key takes part in (maker or taker), for `orders` and `restore-session`.
+pub const IDENTITY_ORDERS: MultimapTableDefinition<&[u8; 32], u128> =
+    MultimapTableDefinition::new("identity_orders");
+/// Persisted deadlines: (unix time, order id) -> timer kind. Restarts neither skip nor reset them.
+pub const TIMERS: TableDefinition<(u64, u128), u8> = TableDefinition::new("timers");
+/// Users by identity public key.
+pub const USERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("users");
+/// Disputes by UUID.
+pub const DISPUTES: TableDefinition<u128, &[u8]> = TableDefinition::new("disputes");
+/// Replies decided but not yet signed and published: seq -> JSON.
+pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+
+pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(META)?;
+    txn.open_table(EVENTS)?;
+    txn.open_table(INBOX)?;
+    txn.open_table(PROCESSED)?;
+    txn.open_table(ORDERS)?;
+    txn.open_multimap_table(IDENTITY_ORDERS)?;
+    txn.open_table(TIMERS)?;
+    txn.open_table(USERS)?;
+    txn.open_table(DISPUTES)?;
+    txn.open_table(OUTBOX)?;
+    Ok(())
+}
+
+/// Encodes a record.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialise")
+}
+
+/// Decodes a record, naming the table on failure.
+pub fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
+}
+
+/// Reads a JSON record from any readable table keyed by `K`.
+pub fn get_record<'k, K, T, Tb>(
+    table: &Tb,
+    name: &'static str,
+    key: impl std::borrow::Borrow<K::SelfType<'k>>,
+) -> Result<Option<T>, StoreError>
+where
+    K: redb::Key + 'static,
+    T: DeserializeOwned,
+    Tb: ReadableTable<K, &'static [u8]>,
+{
+    match table.get(key)? {
+        Some(v) => Ok(Some(decode(name, v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Takes the next number of a sequence kept in [`META`].
+pub fn next_seq(txn: &redb::WriteTransaction, key: &str) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let next = meta.get(key)?.map(|v| v.value()).unwrap_or(0);
+    meta.insert(key, next + 1)?;
+    Ok(next)
+}
+
+/// Opens a read transaction on a database handle (used by tests and tools).
+pub fn begin_read(db: &redb::Database) -> Result<redb::ReadTransaction, StoreError> {
+    Ok(db.begin_read()?)
+}
