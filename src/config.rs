@@ -261,10 +261,12 @@ impl Settings {
     ) -> Result<Self, ConfigError> {
         let path = data_dir.join(CONFIG_FILE);
         let mut doc: toml::Table = match std::fs::read_to_string(&path) {
-            Ok(text) => text.parse().map_err(|e: toml::de::Error| ConfigError::Unreadable {
-                path: path.clone(),
-                reason: e.message().to_string(),
-            })?,
+            Ok(text) => text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Unreadable {
+                    path: path.clone(),
+                    reason: e.message().to_string(),
+                })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
             Err(e) => {
                 return Err(ConfigError::Unreadable {
@@ -406,7 +408,10 @@ impl Settings {
         check(
             "lightning.network",
             format!("{:?}", l.network),
-            matches!(l.network.as_str(), "bitcoin" | "testnet" | "signet" | "regtest"),
+            matches!(
+                l.network.as_str(),
+                "bitcoin" | "testnet" | "signet" | "regtest"
+            ),
             "\"bitcoin\", \"testnet\", \"signet\" or \"regtest\"",
         )?;
         check(
@@ -627,7 +632,10 @@ mod tests {
         let t = Settings::template();
         for key in Settings::known_keys() {
             let name = key.split_once('.').unwrap().1;
-            assert!(t.contains(&format!("{name} =")), "{key} missing in template");
+            assert!(
+                t.contains(&format!("{name} =")),
+                "{key} missing in template"
+            );
         }
     }
 

@@ -50,7 +50,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
 pub fn create(data_dir: &Path) -> Result<Keys, KeyError> {
     let path = data_dir.join(NODE_KEY_FILE);
     let keys = Keys::generate();
-    let nsec = keys.secret_key().to_bech32().expect("bech32 of a valid key");
+    let nsec = keys
+        .secret_key()
+        .to_bech32()
+        .expect("bech32 of a valid key");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -73,9 +76,7 @@ pub fn load(data_dir: &Path) -> Result<Keys, KeyError> {
     let path = data_dir.join(NODE_KEY_FILE);
     let meta = match std::fs::metadata(&path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(KeyError::Missing(path))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KeyError::Missing(path)),
         Err(e) => return Err(KeyError::Io { path, source: e }),
     };
     let mode = meta.permissions().mode() & 0o777;
@@ -98,12 +99,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mb-keys-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let k = create(&dir).unwrap();
-        let mode = std::fs::metadata(dir.join(NODE_KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(NODE_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(create(&dir), Err(KeyError::Exists(_))));
         assert_eq!(load(&dir).unwrap().public_key(), k.public_key());
-        std::fs::set_permissions(dir.join(NODE_KEY_FILE), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
+        std::fs::set_permissions(
+            dir.join(NODE_KEY_FILE),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         assert!(matches!(load(&dir), Err(KeyError::Permissions { .. })));
     }
 }

@@ -38,7 +38,9 @@ pub enum StartError {
         source: StoreError,
     },
     /// Another process holds the store.
-    #[error("{0} is in use by another mostro-box; stop it first (never run two boxes on one data dir)")]
+    #[error(
+        "{0} is in use by another mostro-box; stop it first (never run two boxes on one data dir)"
+    )]
     InUse(PathBuf),
     /// The relay port is taken or not allowed.
     #[error("cannot listen on {addr}: {source}; set relay.listen in {CONFIG_FILE} or pass --set relay.listen=IP:PORT")]
@@ -139,7 +141,9 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
             addr: listen,
             source,
         })?;
-    let addr = listener.local_addr().expect("bound listener has an address");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
 
     let mut relays = vec![settings.relay.public_url.clone()];
     relays.extend(settings.nostr.publish_relays.iter().cloned());

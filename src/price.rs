@@ -114,7 +114,10 @@ pub async fn http_get(url: &str) -> Result<Vec<u8>, PriceError> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, Empty<Bytes>>(https);
     let req = hyper::Request::get(uri)
-        .header("user-agent", concat!("mostro-box/", env!("CARGO_PKG_VERSION")))
+        .header(
+            "user-agent",
+            concat!("mostro-box/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::new())
         .map_err(|e| PriceError::Http(e.to_string()))?;
     let fetch = async {

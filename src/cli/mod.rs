@@ -12,7 +12,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "MOSTRO_BOX_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Log output: `text` or `json`.
-    #[arg(long, global = true, default_value = "text", env = "MOSTRO_BOX_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "text",
+        env = "MOSTRO_BOX_LOG_FORMAT"
+    )]
     pub log_format: String,
     /// What to do.
     #[command(subcommand)]

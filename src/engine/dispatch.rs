@@ -115,7 +115,10 @@ pub fn handle(
     // First-contact proof of work: a trade key with no active trade must bring more work.
     let need = ctx.settings.mostro.effective_pow_first_contact();
     if inbound.pow < need && !active.contains(&inbound.sender) {
-        tracing::debug!("intake: dropped first contact with {} bits of work", inbound.pow);
+        tracing::debug!(
+            "intake: dropped first contact with {} bits of work",
+            inbound.pow
+        );
         return Ok(());
     }
     let result = check_trade_index(tx, &req).and_then(|()| actions::run(tx, ctx, &req, active));
@@ -137,7 +140,10 @@ pub fn handle(
 /// by the handler once the action succeeds, so a refused order does not burn an index.
 fn check_trade_index(tx: &Tx, req: &Request) -> Result<(), Fail> {
     let k = req.kind();
-    if !matches!(k.action, Action::NewOrder | Action::TakeBuy | Action::TakeSell) {
+    if !matches!(
+        k.action,
+        Action::NewOrder | Action::TakeBuy | Action::TakeSell
+    ) {
         return Ok(());
     }
     if req.full_privacy() {
@@ -153,9 +159,7 @@ fn check_trade_index(tx: &Tx, req: &Request) -> Result<(), Fail> {
         return Err(CantDoReason::InvalidSignature.into());
     }
     match tx.user(&req.identity())? {
-        Some(user) if index <= user.last_trade_index => {
-            Err(CantDoReason::InvalidTradeIndex.into())
-        }
+        Some(user) if index <= user.last_trade_index => Err(CantDoReason::InvalidTradeIndex.into()),
         _ => Ok(()),
     }
 }

@@ -12,15 +12,13 @@ use super::Ctx;
 use crate::store::StoreError;
 
 /// Fires every deadline due at `ctx.now`.
-pub fn fire_due(
-    tx: &mut Tx,
-    ctx: &Ctx,
-    active: &mut HashSet<PublicKey>,
-) -> Result<(), StoreError> {
+pub fn fire_due(tx: &mut Tx, ctx: &Ctx, active: &mut HashSet<PublicKey>) -> Result<(), StoreError> {
     for (id, timer) in tx.take_due_timers(ctx.now)? {
         match timer {
             Timer::PendingExpiry => {
-                let Some(mut order) = tx.order(id)? else { continue };
+                let Some(mut order) = tx.order(id)? else {
+                    continue;
+                };
                 if order.status == Status::Pending
                     && order.expires_at <= ctx.now
                     && order.move_to(Status::Expired).is_ok()

@@ -273,7 +273,10 @@ impl Engine {
         drop(outbox);
         drop(rtx);
         if !out.is_empty() {
-            tracing::info!("outbox: publishing {} messages left by the last run", out.len());
+            tracing::info!(
+                "outbox: publishing {} messages left by the last run",
+                out.len()
+            );
         }
         self.deliver(out).await
     }

@@ -192,13 +192,25 @@ fn allowed(from: Status, to: Status) -> bool {
     use Status::*;
     matches!(
         (from, to),
-        (Pending, WaitingBuyerInvoice | WaitingPayment | Canceled | Expired)
-            | (WaitingBuyerInvoice, WaitingPayment | Active | Pending | Canceled)
-            | (WaitingPayment, Active | WaitingBuyerInvoice | Pending | Canceled)
-            | (Active, FiatSent | Dispute | CooperativelyCanceled | Canceled)
-            | (FiatSent, SettledHoldInvoice | Dispute | CooperativelyCanceled)
-            | (Dispute, SettledHoldInvoice | CanceledByAdmin | CooperativelyCanceled)
-            | (SettledHoldInvoice, Success)
+        (
+            Pending,
+            WaitingBuyerInvoice | WaitingPayment | Canceled | Expired
+        ) | (
+            WaitingBuyerInvoice,
+            WaitingPayment | Active | Pending | Canceled
+        ) | (
+            WaitingPayment,
+            Active | WaitingBuyerInvoice | Pending | Canceled
+        ) | (
+            Active,
+            FiatSent | Dispute | CooperativelyCanceled | Canceled
+        ) | (
+            FiatSent,
+            SettledHoldInvoice | Dispute | CooperativelyCanceled
+        ) | (
+            Dispute,
+            SettledHoldInvoice | CanceledByAdmin | CooperativelyCanceled
+        ) | (SettledHoldInvoice, Success)
     )
 }
 

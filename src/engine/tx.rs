@@ -130,7 +130,11 @@ impl<'t> Tx<'t> {
 
     /// Queues an outgoing message in the durable outbox.
     pub fn send(&mut self, out: Outgoing) -> Result<(), StoreError> {
-        let seq = self.meta.get(META_OUTBOX_NEXT)?.map(|v| v.value()).unwrap_or(0);
+        let seq = self
+            .meta
+            .get(META_OUTBOX_NEXT)?
+            .map(|v| v.value())
+            .unwrap_or(0);
         self.meta.insert(META_OUTBOX_NEXT, seq + 1)?;
         self.outbox.insert(seq, encode(&out).as_slice())?;
         self.out.push((seq, out));
@@ -144,12 +148,7 @@ impl<'t> Tx<'t> {
 
     /// Records that a message was handled and removes it from the inbox, in the same commit as
     /// its effects: the engine never handles an id twice, and never skips one.
-    pub fn mark_done(
-        &mut self,
-        seq: u64,
-        ids: &[[u8; 32]],
-        now: i64,
-    ) -> Result<(), StoreError> {
+    pub fn mark_done(&mut self, seq: u64, ids: &[[u8; 32]], now: i64) -> Result<(), StoreError> {
         for id in ids {
             self.processed.insert(id, now.max(0) as u64)?;
         }

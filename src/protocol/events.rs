@@ -1,8 +1,6 @@
 //! The node's public events with exactly the reference daemon's tags (reference §1).
 
-use mostro_core::prelude::{
-    Status, NOSTR_INFO_EVENT_KIND, NOSTR_ORDER_EVENT_KIND,
-};
+use mostro_core::prelude::{Status, NOSTR_INFO_EVENT_KIND, NOSTR_ORDER_EVENT_KIND};
 use nostr::PublicKey;
 
 use super::outbound::Outgoing;
@@ -143,7 +141,9 @@ pub fn info_event(settings: &Settings, facts: &NodeFacts, ln: &LightningFacts) -
         tag("mostro_version", [env!("CARGO_PKG_VERSION").to_string()]),
         tag(
             "mostro_commit_hash",
-            [option_env!("MOSTRO_BOX_COMMIT").unwrap_or("unknown").to_string()],
+            [option_env!("MOSTRO_BOX_COMMIT")
+                .unwrap_or("unknown")
+                .to_string()],
         ),
         tag("max_order_amount", [m.max_order_amount.to_string()]),
         tag("min_order_amount", [m.min_payment_amount.to_string()]),

@@ -80,7 +80,10 @@ pub async fn open(
 ) -> Result<Inbound, Dropped> {
     let pow = nostr::nips::nip13::get_leading_zero_bits(event.id.as_bytes());
     if pow < min_pow {
-        return Err(Dropped::Pow { got: pow, need: min_pow });
+        return Err(Dropped::Pow {
+            got: pow,
+            need: min_pow,
+        });
     }
     let transport = transport_of(event.kind).ok_or(Dropped::WrongKind)?;
     if !event.verify_signature() {

@@ -12,7 +12,9 @@ use nostr_sdk::Client;
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
-use crate::protocol::events::{info_event, profile_event, relay_list_event, LightningFacts, NodeFacts};
+use crate::protocol::events::{
+    info_event, profile_event, relay_list_event, LightningFacts, NodeFacts,
+};
 use crate::relay::Relay;
 
 /// Most events waiting for a public relay; older replaceable revisions are dropped first.
@@ -87,7 +89,9 @@ async fn run(relays: Vec<String>, keys: Keys, mut rx: mpsc::UnboundedReceiver<Ev
         }
         let now = tokio::time::Instant::now();
         for url in &relays {
-            let Some(q) = waiting.get_mut(url) else { continue };
+            let Some(q) = waiting.get_mut(url) else {
+                continue;
+            };
             if q.is_empty() || backoff.get(url).is_some_and(|(_, at)| *at > now) {
                 continue;
             }

@@ -38,7 +38,11 @@ impl std::fmt::Debug for WriterHandle {
 
 impl EventStore {
     /// Loads the stored events into the index, dropping expired and superseded ones from disk.
-    pub async fn load(store: &Store, node: PublicKey, inbox: Arc<Notify>) -> Result<Self, StoreError> {
+    pub async fn load(
+        store: &Store,
+        node: PublicKey,
+        inbox: Arc<Notify>,
+    ) -> Result<Self, StoreError> {
         let mut events = BTreeSet::new();
         let mut gone: Vec<[u8; 32]> = Vec::new();
         {
@@ -230,8 +234,6 @@ impl NostrDatabase for EventStore {
     }
 
     fn wipe(&self) -> nostr::util::BoxedFuture<'_, Result<(), DatabaseError>> {
-        Box::pin(async move {
-            Err(DatabaseError::NotSupported)
-        })
+        Box::pin(async move { Err(DatabaseError::NotSupported) })
     }
 }

@@ -97,7 +97,10 @@ async fn handle(
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
-                    if let Err(e) = relay.local.take_connection(TokioIo::new(upgraded), addr).await
+                    if let Err(e) = relay
+                        .local
+                        .take_connection(TokioIo::new(upgraded), addr)
+                        .await
                     {
                         tracing::debug!("relay: websocket from {addr} closed: {e}");
                     }

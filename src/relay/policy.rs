@@ -131,7 +131,9 @@ mod tests {
         let node = Keys::generate();
         let stranger = Keys::generate();
         let p = MostroPolicy::new(node.public_key(), 4096, 0, 10);
-        let note = EventBuilder::text_note("hi").sign_with_keys(&stranger).unwrap();
+        let note = EventBuilder::text_note("hi")
+            .sign_with_keys(&stranger)
+            .unwrap();
         assert!(p.judge(&note).unwrap_err().contains("kind 1"));
         let dm = EventBuilder::new(Kind::PrivateDirectMessage, "x")
             .tag(Tag::public_key(node.public_key()))

@@ -1,0 +1,479 @@
+//! Shared test harness: start a box (in this process or as the real binary), and make traders
+//! that talk to it over a real WebSocket with mostro-core's own wrap/unwrap.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mostro_box::config::Settings;
+use mostro_box::node::{self, Running};
+use mostro_core::prelude::*;
+use nostr_sdk::prelude::{
+    Client, Event, Filter, Keys, Kind, PublicKey, RelayPoolNotification, Timestamp,
+};
+use tokio::time::Instant;
+
+/// Default time a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A fresh data directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mostro-box-test-{tag}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Settings overrides for a box on `port`.
+pub fn base_overrides(port: u16) -> Vec<String> {
+    vec![
+        format!("relay.listen=127.0.0.1:{port}"),
+        format!("relay.public_url=ws://127.0.0.1:{port}"),
+        "lightning.network=regtest".into(),
+        "mostro.fiat_currencies_accepted=[\"USD\",\"VES\",\"EUR\"]".into(),
+        // A price API that answers nothing: tests that need prices start their own stub.
+        "price.api_url=http://127.0.0.1:9".into(),
+    ]
+}
+
+/// A box running inside the test process.
+pub struct TestBox {
+    pub dir: PathBuf,
+    pub url: String,
+    pub running: Running,
+    pub settings: Settings,
+}
+
+impl TestBox {
+    pub async fn start(extra: &[&str]) -> Self {
+        let dir = temp_dir("box");
+        node::init(&dir).unwrap();
+        Self::start_in(dir, extra).await
+    }
+
+    pub async fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
+        let port = free_port();
+        let mut o = base_overrides(port);
+        o.extend(extra.iter().map(|s| s.to_string()));
+        let settings = Settings::load(&dir, Vec::<(String, String)>::new(), &o).unwrap();
+        let running = node::start(&dir, settings.clone()).await.unwrap();
+        Self {
+            dir,
+            url: format!("ws://127.0.0.1:{port}"),
+            running,
+            settings,
+        }
+    }
+
+    pub fn pubkey(&self) -> PublicKey {
+        self.running.pubkey
+    }
+}
+
+/// The real binary, for crash tests.
+pub struct BoxProcess {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl BoxProcess {
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts `mostro-box run` on `dir` (which must be initialised) and waits for its relay.
+    pub async fn spawn(dir: &Path, port: u16) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mostro-box"));
+        cmd.arg("--data-dir").arg(dir).arg("run");
+        for o in base_overrides(port) {
+            cmd.arg("--set").arg(o);
+        }
+        let log = std::fs::File::create(dir.join("box.log")).unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let p = Self {
+            child,
+            dir: dir.to_path_buf(),
+            port,
+        };
+        let deadline = Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "box did not start: see {}/box.log",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for BoxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Which transport a trader speaks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Wire {
+    V1,
+    V2,
+}
+
+impl Wire {
+    pub fn transport(self) -> Transport {
+        match self {
+            Wire::V1 => mostro_box::protocol::GIFT_WRAP,
+            Wire::V2 => mostro_box::protocol::DIRECT,
+        }
+    }
+}
+
+/// A trader: an identity, trade keys by index, and a WebSocket client to the box.
+pub struct Trader {
+    pub identity: Keys,
+    pub full_privacy: bool,
+    pub wire: Wire,
+    pub node: PublicKey,
+    pub client: Client,
+    by_index: Mutex<HashMap<i64, Keys>>,
+    listening: Arc<Mutex<Vec<Keys>>>,
+    inbox: Arc<Mutex<Vec<(PublicKey, Message)>>>,
+    next_request: Mutex<u64>,
+    next_index: Mutex<i64>,
+}
+
+impl Trader {
+    pub async fn new(url: &str, node: PublicKey, wire: Wire, full_privacy: bool) -> Self {
+        let client = Client::default();
+        client.add_relay(url).await.unwrap();
+        client.connect().await;
+        client.wait_for_connection(WAIT).await;
+        let t = Self {
+            identity: Keys::generate(),
+            full_privacy,
+            wire,
+            node,
+            client,
+            by_index: Mutex::new(HashMap::new()),
+            listening: Arc::default(),
+            inbox: Arc::default(),
+            next_request: Mutex::new(1),
+            next_index: Mutex::new(1),
+        };
+        let mut notes = t.client.notifications();
+        let keys = t.listening.clone();
+        let inbox = t.inbox.clone();
+        tokio::spawn(async move {
+            while let Ok(n) = notes.recv().await {
+                if let RelayPoolNotification::Event { event, .. } = n {
+                    let candidates = keys.lock().unwrap().clone();
+                    for k in candidates {
+                        if let Ok(Some(u)) = unwrap_incoming(&event, &k).await {
+                            inbox.lock().unwrap().push((k.public_key(), u.message));
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        t
+    }
+
+    /// The trade keys for `index` (the identity itself in full privacy), subscribed to.
+    pub async fn trade_keys(&self, index: i64) -> Keys {
+        let keys = if self.full_privacy {
+            self.identity.clone()
+        } else {
+            self.by_index
+                .lock()
+                .unwrap()
+                .entry(index)
+                .or_insert_with(Keys::generate)
+                .clone()
+        };
+        let new = {
+            let mut l = self.listening.lock().unwrap();
+            if l.iter().any(|k| k.public_key() == keys.public_key()) {
+                false
+            } else {
+                l.push(keys.clone());
+                true
+            }
+        };
+        if new {
+            let f = Filter::new()
+                .kinds([Kind::PrivateDirectMessage, Kind::GiftWrap])
+                .pubkey(keys.public_key());
+            self.client.subscribe(f, None).await.unwrap();
+        }
+        keys
+    }
+
+    /// Takes the next trade index (1, 2, ...).
+    pub fn take_index(&self) -> i64 {
+        let mut i = self.next_index.lock().unwrap();
+        let v = *i;
+        *i += 1;
+        v
+    }
+
+    fn take_request_id(&self) -> u64 {
+        let mut r = self.next_request.lock().unwrap();
+        let v = *r;
+        *r += 1;
+        v
+    }
+
+    /// Wraps a message as this trader's client would, without sending it.
+    pub async fn wrap(&self, msg: &Message, index: i64) -> Event {
+        let trade = self.trade_keys(index).await;
+        let identity = if self.full_privacy {
+            &trade
+        } else {
+            &self.identity
+        };
+        wrap_message_with(
+            self.wire.transport(),
+            msg,
+            identity,
+            &trade,
+            self.node,
+            WrapOptions::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Sends an event and returns whether the relay accepted it.
+    pub async fn publish(&self, ev: &Event) -> Result<(), String> {
+        match self.client.send_event(ev).await {
+            Ok(out) if !out.success.is_empty() => Ok(()),
+            Ok(out) => Err(format!("{:?}", out.failed)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Sends `action` about order `id` with `payload` from trade key `index`; returns request id.
+    pub async fn send(
+        &self,
+        index: i64,
+        id: Option<uuid::Uuid>,
+        action: Action,
+        payload: Option<Payload>,
+    ) -> u64 {
+        let rid = self.take_request_id();
+        let ti = if self.full_privacy { None } else { Some(index) };
+        let msg = match action {
+            Action::LastTradeIndex | Action::RestoreSession => {
+                let mut m = Message::new_restore(None);
+                if let Message::Restore(k) = &mut m {
+                    k.action = action;
+                    k.request_id = Some(rid);
+                }
+                m
+            }
+            _ => Message::new_order(id, Some(rid), ti, action, payload),
+        };
+        let ev = self.wrap(&msg, index).await;
+        self.publish(&ev).await.unwrap();
+        rid
+    }
+
+    /// A new order from a fresh trade index; returns (index, request id).
+    pub async fn new_order(&self, order: SmallOrder) -> (i64, u64) {
+        let index = self.take_index();
+        let rid = self
+            .send(index, None, Action::NewOrder, Some(Payload::Order(order)))
+            .await;
+        (index, rid)
+    }
+
+    /// Waits for a message to trade key `index` with `request_id` (or any message when `None`).
+    pub async fn reply(&self, index: i64, request_id: Option<u64>) -> Message {
+        let to = self.trade_keys(index).await.public_key();
+        self.wait_for(|k, m| {
+            k == &to
+                && (request_id.is_none() || m.get_inner_message_kind().request_id == request_id)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no reply to request {request_id:?} within {WAIT:?}"))
+    }
+
+    /// Waits until a received message matches, removing it from the inbox.
+    pub async fn wait_for(&self, f: impl Fn(&PublicKey, &Message) -> bool) -> Option<Message> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            {
+                let mut inbox = self.inbox.lock().unwrap();
+                if let Some(pos) = inbox.iter().position(|(k, m)| f(k, m)) {
+                    return Some(inbox.remove(pos).1);
+                }
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asserts that nothing arrives for trade key `index` within `d`.
+    pub async fn assert_silent(&self, index: i64, d: Duration) {
+        let to = self.trade_keys(index).await.public_key();
+        tokio::time::sleep(d).await;
+        let inbox = self.inbox.lock().unwrap();
+        assert!(
+            !inbox.iter().any(|(k, _)| k == &to),
+            "unexpected message: {:?}",
+            inbox.iter().find(|(k, _)| k == &to)
+        );
+    }
+
+    /// The live 38383 revision of an order on the relay.
+    pub async fn order_event(&self, id: uuid::Uuid) -> Option<Event> {
+        let f = Filter::new()
+            .kind(Kind::Custom(NOSTR_ORDER_EVENT_KIND))
+            .author(self.node)
+            .identifier(id.to_string());
+        let events = self.client.fetch_events(f, WAIT).await.ok()?;
+        events.into_iter().max_by_key(|e| e.created_at)
+    }
+
+    /// Polls until the order's 38383 `s` tag has `status`.
+    pub async fn wait_order_status(&self, id: uuid::Uuid, status: &str) -> Event {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(ev) = self.order_event(id).await {
+                if tag_value(&ev, "s").as_deref() == Some(status) {
+                    return ev;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {id} never showed s={status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// First value of the first tag named `name`.
+pub fn tag_value(ev: &Event, name: &str) -> Option<String> {
+    ev.tags
+        .iter()
+        .map(|t| t.as_slice())
+        .find(|t| t.first().map(String::as_str) == Some(name))
+        .and_then(|t| t.get(1).cloned())
+}
+
+/// A fixed-sats order.
+pub fn fixed_order(kind: mostro_core::prelude::Kind, sats: i64, fiat: i64) -> SmallOrder {
+    SmallOrder {
+        kind: Some(kind),
+        status: Some(Status::Pending),
+        amount: sats,
+        fiat_code: "USD".into(),
+        fiat_amount: fiat,
+        payment_method: "bank transfer,cash".into(),
+        premium: 0,
+        created_at: Some(0),
+        ..Default::default()
+    }
+}
+
+/// The action of a message.
+pub fn action(m: &Message) -> Action {
+    m.get_inner_message_kind().action.clone()
+}
+
+/// The cant-do reason of a message, if it is one.
+pub fn cant_do(m: &Message) -> Option<CantDoReason> {
+    match &m.get_inner_message_kind().payload {
+        Some(Payload::CantDo(r)) => r.clone(),
+        _ => None,
+    }
+}
+
+/// The order in a new-order reply.
+pub fn order_of(m: &Message) -> SmallOrder {
+    match &m.get_inner_message_kind().payload {
+        Some(Payload::Order(o)) => o.clone(),
+        other => panic!("expected an order payload, got {other:?} in {m:?}"),
+    }
+}
+
+/// A Yadio-compatible price API on loopback answering `body` to every request.
+pub async fn price_stub(body: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                    body.len(),
+                    body
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A plain HTTP GET on loopback: (status line, body).
+pub async fn http_get(port: u16, path: &str, accept: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// Unix time now.
+pub fn now() -> i64 {
+    Timestamp::now().as_secs() as i64
+}
