@@ -311,6 +311,12 @@ impl Engine {
         self.deliver(out).await
     }
 
+    /// Number of orders in the store, finished or not.
+    pub fn order_count(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        Ok(self.store.read()?.open_table(ORDERS)?.len()?)
+    }
+
     async fn prune(&self, now: i64) -> Result<(), StoreError> {
         let n = self
             .store

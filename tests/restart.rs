@@ -1,0 +1,109 @@
+//! `kill -9` of the real binary: acked orders, relay events and requests in flight survive.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use mostro_core::prelude::{Action, Kind as OrderKind, Message, Payload};
+use nostr_sdk::prelude::{Filter, Kind};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_acked_orders_and_answers_requests_after_restart() {
+    let dir = temp_dir("restart");
+    mostro_box::node::init(&dir).unwrap();
+    let port = free_port();
+    let mut b = BoxProcess::spawn(&dir, port).await;
+    let node = mostro_box::keys::load(&dir).unwrap().public_key();
+    let t = Trader::new(&b.url(), node, Wire::V2, false).await;
+
+    // Orders acknowledged before the crash.
+    let mut acked = Vec::new();
+    for _ in 0..3 {
+        let (i, rid) = t.new_order(fixed_order(OrderKind::Sell, 10_000, 5)).await;
+        acked.push(order_of(&t.reply(i, Some(rid)).await).id.unwrap());
+    }
+
+    // A burst the relay accepts, then kill -9 at once: some requests are still in the inbox.
+    let mut burst = Vec::new();
+    for _ in 0..30 {
+        let index = t.take_index();
+        let msg = Message::new_order(
+            None,
+            Some(1000 + index as u64),
+            Some(index),
+            Action::NewOrder,
+            Some(Payload::Order(fixed_order(OrderKind::Buy, 10_000, 5))),
+        );
+        burst.push((index, t.wrap(&msg, index).await));
+    }
+    for (_, ev) in &burst {
+        t.publish(ev).await.unwrap();
+    }
+    b.kill9();
+
+    // A request made while the box is down is sent when it comes back (the client retries).
+    let down_index = t.take_index();
+    let late = Message::new_order(
+        None,
+        Some(5000),
+        Some(down_index),
+        Action::NewOrder,
+        Some(Payload::Order(fixed_order(OrderKind::Buy, 12_000, 6))),
+    );
+    let late_ev = t.wrap(&late, down_index).await;
+    assert!(t.publish(&late_ev).await.is_err(), "the box is down");
+    let b2 = BoxProcess::spawn(&dir, port).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while t.publish(&late_ev).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "client never reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t2 = Trader::new(&b2.url(), node, Wire::V2, false).await;
+
+    // Every acked order is still on the relay and in the store.
+    for id in &acked {
+        t2.wait_order_status(*id, "pending").await;
+    }
+    // Every request of the burst got exactly one reply across both runs: replies are relay
+    // events, so the trader fetches them all after the restart.
+    let mut keys = Vec::new();
+    for (index, _) in &burst {
+        keys.push(t.trade_keys(*index).await);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    loop {
+        let f = Filter::new()
+            .kind(Kind::PrivateDirectMessage)
+            .author(node)
+            .pubkeys(keys.iter().map(|k| k.public_key()));
+        let evs = t2.client.fetch_events(f, WAIT).await.unwrap();
+        let mut answered: Vec<u64> = Vec::new();
+        for ev in evs.iter() {
+            for k in &keys {
+                if let Ok(Some(u)) = mostro_core::prelude::unwrap_incoming(ev, k).await {
+                    let kind = u.message.get_inner_message_kind();
+                    assert_eq!(kind.action, Action::NewOrder, "{:?}", u.message);
+                    answered.push(kind.request_id.unwrap());
+                }
+            }
+        }
+        let unique: HashSet<u64> = answered.iter().copied().collect();
+        assert_eq!(unique.len(), answered.len(), "a request was answered twice");
+        if unique.len() == burst.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} burst requests answered",
+            unique.len(),
+            burst.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The late request is answered too.
+    let late_reply = t.reply(down_index, Some(5000)).await;
+    assert_eq!(action(&late_reply), Action::NewOrder);
+    drop(b2);
+}
