@@ -40,7 +40,9 @@ pub async fn intake(traders: usize, per_trader: usize, transport: &str) -> anyho
     }
     let dir = std::env::temp_dir().join(format!("mostro-box-bench-{}", uuid::Uuid::new_v4()));
     crate::node::init(&dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let url = format!("ws://127.0.0.1:{port}");
     let overrides = vec![
         format!("relay.listen=127.0.0.1:{port}"),
@@ -70,9 +72,10 @@ pub async fn intake(traders: usize, per_trader: usize, transport: &str) -> anyho
                 Action::NewOrder,
                 Some(Payload::Order(sample_order())),
             );
-            let event = wrap_message_with(wire, &msg, &identity, &trade, node, WrapOptions::default())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let event =
+                wrap_message_with(wire, &msg, &identity, &trade, node, WrapOptions::default())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             reqs.push(Request { event, trade });
         }
         plans.push(reqs);
@@ -95,7 +98,10 @@ pub async fn intake(traders: usize, per_trader: usize, transport: &str) -> anyho
             while let Ok(n) = notes.recv().await {
                 if let RelayPoolNotification::Event { event, .. } = n {
                     if let Some(d) = event.tags.identifier() {
-                        seen.lock().expect("lock").entry(d.to_string()).or_insert_with(Instant::now);
+                        seen.lock()
+                            .expect("lock")
+                            .entry(d.to_string())
+                            .or_insert_with(Instant::now);
                     }
                 }
             }
@@ -157,8 +163,13 @@ pub async fn intake(traders: usize, per_trader: usize, transport: &str) -> anyho
     ack_lat.sort();
     to_event.sort();
     let rate = n as f64 / elapsed.as_secs_f64();
-    println!("mostro-box bench intake: {traders} traders x {per_trader} orders, transport {transport}");
-    println!("  orders acked:          {n} in {:.2} s", elapsed.as_secs_f64());
+    println!(
+        "mostro-box bench intake: {traders} traders x {per_trader} orders, transport {transport}"
+    );
+    println!(
+        "  orders acked:          {n} in {:.2} s",
+        elapsed.as_secs_f64()
+    );
     println!("  throughput:            {rate:.0} orders/s");
     println!(
         "  latency to ack:        p50 {:.1} ms, p99 {:.1} ms",

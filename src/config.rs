@@ -41,7 +41,7 @@ pub enum ConfigError {
 }
 
 /// Every setting of the box. Sections mirror the reference daemon's `settings.toml`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Trading rules and node profile.
@@ -134,7 +134,7 @@ pub struct RelaySettings {
 }
 
 /// `[nostr]`: public relays.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NostrSettings {
     /// Public relays that receive copies of the node's public events (orders, info, relay list).
@@ -203,32 +203,12 @@ impl Default for RelaySettings {
     }
 }
 
-impl Default for NostrSettings {
-    fn default() -> Self {
-        Self {
-            publish_relays: Vec::new(),
-        }
-    }
-}
-
 impl Default for PriceSettings {
     fn default() -> Self {
         Self {
             api_url: "https://api.yadio.io".into(),
             update_interval_seconds: 300,
             max_staleness_seconds: 1800,
-        }
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            mostro: MostroSettings::default(),
-            lightning: LightningSettings::default(),
-            relay: RelaySettings::default(),
-            nostr: NostrSettings::default(),
-            price: PriceSettings::default(),
         }
     }
 }

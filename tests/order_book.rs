@@ -542,3 +542,61 @@ async fn info_and_relay_list_are_published() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_relays_get_copies_and_a_dead_one_blocks_nothing() {
+    use nostr_relay_builder::{LocalRelay, RelayBuilder};
+    let public = LocalRelay::new(RelayBuilder::default());
+    public.run().await.unwrap();
+    let public_url = public.url().await.to_string();
+    let relays = format!("nostr.publish_relays=[\"ws://127.0.0.1:9\", \"{public_url}\"]");
+    let b = TestBox::start(&[&relays]).await;
+    let t = Trader::new(&b.url, b.pubkey(), Wire::V2, false).await;
+    let (i, rid) = t.new_order(fixed_order(OrderKind::Sell, 10_000, 5)).await;
+    let id = order_of(&t.reply(i, Some(rid)).await).id.unwrap();
+
+    let watcher = nostr_sdk::Client::default();
+    watcher.add_relay(public_url.as_str()).await.unwrap();
+    watcher.connect().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let f = Filter::new()
+            .kind(Kind::Custom(38383))
+            .author(b.pubkey())
+            .identifier(id.to_string());
+        if !watcher.fetch_events(f, WAIT).await.unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order never reached the public relay"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trade_pubkey_moves_the_maker_key() {
+    let b = TestBox::start(&[]).await;
+    let t = Trader::new(&b.url, b.pubkey(), Wire::V2, false).await;
+    let (i, rid) = t.new_order(fixed_order(OrderKind::Sell, 10_000, 5)).await;
+    let id = order_of(&t.reply(i, Some(rid)).await).id.unwrap();
+    // Another identity may not move it.
+    let other = Trader::new(&b.url, b.pubkey(), Wire::V2, false).await;
+    let r = other.send(1, Some(id), Action::TradePubkey, None).await;
+    assert_eq!(
+        cant_do(&other.reply(1, Some(r)).await),
+        Some(CantDoReason::IsNotYourOrder)
+    );
+    // The maker's identity, from a new trade key: acknowledged, and the new key may cancel.
+    let ni = t.take_index();
+    let r = t.send(ni, Some(id), Action::TradePubkey, None).await;
+    assert_eq!(action(&t.reply(ni, Some(r)).await), Action::TradePubkey);
+    let r = t.send(i, Some(id), Action::Cancel, None).await;
+    assert_eq!(
+        cant_do(&t.reply(i, Some(r)).await),
+        Some(CantDoReason::IsNotYourOrder)
+    );
+    let r = t.send(ni, Some(id), Action::Cancel, None).await;
+    assert_eq!(action(&t.reply(ni, Some(r)).await), Action::Canceled);
+}

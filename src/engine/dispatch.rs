@@ -112,9 +112,13 @@ pub fn handle(
     active: &mut HashSet<PublicKey>,
 ) -> Result<(), StoreError> {
     let req = Request { inbound };
-    // First-contact proof of work: a trade key with no active trade must bring more work.
+    // First-contact proof of work (v2 only, as in the reference: a gift wrap's outer key is
+    // throwaway): a trade key with no active trade must bring more work.
     let need = ctx.settings.mostro.effective_pow_first_contact();
-    if inbound.pow < need && !active.contains(&inbound.sender) {
+    if inbound.transport == crate::protocol::DIRECT
+        && inbound.pow < need
+        && !active.contains(&inbound.sender)
+    {
         tracing::debug!(
             "intake: dropped first contact with {} bits of work",
             inbound.pow

@@ -97,6 +97,13 @@ impl Engine {
     /// inbox, then follows new requests and due timers.
     pub async fn run(self) -> Result<(), StoreError> {
         self.rebuild_active().await?;
+        let backlog = {
+            use redb::ReadableTableMetadata;
+            self.store.read()?.open_table(INBOX)?.len()?
+        };
+        if backlog > 0 {
+            tracing::info!("engine: resuming {backlog} requests that arrived before the last stop");
+        }
         self.flush_outbox().await?;
         let mut tick = tokio::time::interval(TICK);
         let mut last_prune = 0;

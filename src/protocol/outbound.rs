@@ -11,6 +11,7 @@ use super::GIFT_WRAP;
 pub const DM_LIFETIME_SECS: u64 = 30 * 86_400;
 
 /// Something the node has decided to send, not yet signed.
+#[allow(clippy::large_enum_variant)] // short-lived, one per reply; boxing buys nothing here
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Outgoing {
     /// A reply or notice to a trader's trade key.

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use nostr::{Event, EventId, Filter, JsonUtil, Kind, PublicKey, Timestamp};
 use nostr_database::{
-    Backend, DatabaseError, DatabaseEventResult, DatabaseEventStatus, DatabaseHelper, Events,
-    NostrDatabase, RejectedReason, SaveEventStatus,
+    Backend, DatabaseError, DatabaseEventStatus, DatabaseHelper, Events, NostrDatabase,
+    RejectedReason, SaveEventStatus,
 };
 use redb::{ReadableTable, WriteTransaction};
 use tokio::sync::Notify;
@@ -38,6 +38,7 @@ impl std::fmt::Debug for WriterHandle {
 
 impl EventStore {
     /// Loads the stored events into the index, dropping expired and superseded ones from disk.
+    #[allow(clippy::mutable_key_type)] // nostr-database's bulk_load takes a BTreeSet<Event>
     pub async fn load(
         store: &Store,
         node: PublicKey,
@@ -89,25 +90,18 @@ impl EventStore {
     }
 
     /// Stores the node's own signed events and removes them from the outbox in one commit, then
-    /// indexes them. Entries whose signing failed (`None`) are removed too, after being logged.
+    /// indexes them; only then may anyone see them. Returns the events that are now live.
     pub async fn save_own(
         &self,
         signed: Vec<(u64, Option<Event>)>,
     ) -> Result<Vec<Event>, StoreError> {
-        let mut results = Vec::with_capacity(signed.len());
-        for (_, ev) in &signed {
-            if let Some(ev) = ev {
-                results.push((ev.clone(), self.index.index_event(ev).await));
-            }
-        }
-        let to_store: Vec<(Event, DatabaseEventResult)> = results.clone();
+        let events: Vec<Event> = signed.iter().filter_map(|(_, e)| e.clone()).collect();
         let seqs: Vec<u64> = signed.iter().map(|(s, _)| *s).collect();
+        let to_store = events.clone();
         self.writer
             .0
             .write(move |txn| {
-                for (ev, res) in &to_store {
-                    persist(txn, ev, res, None)?;
-                }
+                persist(txn, &to_store, None)?;
                 let mut outbox = txn.open_table(OUTBOX)?;
                 for s in &seqs {
                     outbox.remove(s)?;
@@ -115,33 +109,57 @@ impl EventStore {
                 Ok(())
             })
             .await?;
-        Ok(results
-            .into_iter()
-            .filter(|(_, r)| r.status.is_success())
-            .map(|(e, _)| e)
-            .collect())
+        let mut live = Vec::with_capacity(events.len());
+        for ev in events {
+            if self.index(&ev).await? {
+                live.push(ev);
+            }
+        }
+        Ok(live)
+    }
+
+    /// Adds a stored event to the query index and deletes from disk what it replaces. False if
+    /// the index refused it (an older revision of a replaceable event).
+    async fn index(&self, event: &Event) -> Result<bool, StoreError> {
+        let result = self.index.index_event(event).await;
+        let mut gone: Vec<[u8; 32]> = result.to_discard.iter().map(|id| id.to_bytes()).collect();
+        let duplicate = result.status == SaveEventStatus::Rejected(RejectedReason::Duplicate);
+        if !result.status.is_success() && !duplicate {
+            gone.push(event.id.to_bytes());
+        }
+        if !gone.is_empty() {
+            self.writer
+                .0
+                .write(move |txn| {
+                    let mut t = txn.open_table(EVENTS)?;
+                    for id in &gone {
+                        t.remove(id)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(result.status.is_success())
     }
 }
 
-/// Writes an accepted event, drops what it replaces, and appends it to the inbox if asked.
+/// Writes events and, when `inbox_at` is given, appends them to the engine's inbox.
 fn persist(
     txn: &WriteTransaction,
-    event: &Event,
-    result: &DatabaseEventResult,
+    events: &[Event],
     inbox_at: Option<u64>,
 ) -> Result<(), StoreError> {
-    let mut events = txn.open_table(EVENTS)?;
-    if result.status.is_success() {
-        events.insert(&event.id.to_bytes(), event.as_json().as_str())?;
+    let mut table = txn.open_table(EVENTS)?;
+    for ev in events {
+        table.insert(&ev.id.to_bytes(), ev.as_json().as_str())?;
     }
-    for id in &result.to_discard {
-        events.remove(&id.to_bytes())?;
-    }
-    drop(events);
-    if let (Some(at), true) = (inbox_at, result.status.is_success()) {
-        let seq = next_seq(txn, META_INBOX_NEXT)?;
-        let mut inbox = txn.open_table(INBOX)?;
-        inbox.insert(seq, (&event.id.to_bytes(), at))?;
+    drop(table);
+    if let Some(at) = inbox_at {
+        for ev in events {
+            let seq = next_seq(txn, META_INBOX_NEXT)?;
+            let mut inbox = txn.open_table(INBOX)?;
+            inbox.insert(seq, (&ev.id.to_bytes(), at))?;
+        }
     }
     Ok(())
 }
@@ -163,23 +181,28 @@ impl NostrDatabase for EventStore {
             if event.kind.is_ephemeral() {
                 return Ok(SaveEventStatus::Rejected(RejectedReason::Ephemeral));
             }
-            let result = self.index.index_event(event).await;
-            if !result.status.is_success() {
-                return Ok(result.status);
+            // The policy admits only direct messages, gift wraps and the node's own kinds, so a
+            // stored copy with the same id is the only reason to refuse here.
+            if self.index.has_event(&event.id).await {
+                return Ok(SaveEventStatus::Rejected(RejectedReason::Duplicate));
             }
             let request = self.is_request(event);
             let at = request.then(|| Timestamp::now().as_secs());
-            let ev = event.clone();
-            let status = result.status;
+            let ev = vec![event.clone()];
             self.writer
                 .0
-                .write(move |txn| persist(txn, &ev, &result, at))
+                .write(move |txn| persist(txn, &ev, at))
                 .await
                 .map_err(db_err)?;
+            let live = self.index(event).await.map_err(db_err)?;
             if request {
                 self.inbox.notify_one();
             }
-            Ok(status)
+            Ok(if live {
+                SaveEventStatus::Success
+            } else {
+                SaveEventStatus::Rejected(RejectedReason::Replaced)
+            })
         })
     }
 
