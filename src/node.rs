@@ -66,6 +66,14 @@ pub fn init(data_dir: &Path) -> Result<(PublicKey, bool), StartError> {
         path: data_dir.to_path_buf(),
         source,
     })?;
+    // The directory holds the key and the trade records: the operator's eyes only.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+        |source| StartError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        },
+    )?;
     let keys = keys::create(data_dir)?;
     let config = data_dir.join(CONFIG_FILE);
     let wrote_config = !config.exists();
