@@ -25,24 +25,29 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Queue of events for the public relays. Cheap to clone; a no-op without relays.
 #[derive(Clone)]
 pub struct Publisher {
-    tx: Option<mpsc::UnboundedSender<Event>>,
+    relays: Vec<mpsc::UnboundedSender<Event>>,
 }
 
 impl Publisher {
-    /// Starts the publishing task for `relays` (none: events are only kept locally).
+    /// Starts one publishing task per relay, so a dead relay never delays the others.
     pub fn start(relays: Vec<String>, keys: Keys) -> Self {
         if relays.is_empty() {
-            return Self { tx: None };
+            return Self { relays: Vec::new() };
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(relays, keys, rx));
-        Self { tx: Some(tx) }
+        let client = Client::new(keys);
+        let mut senders = Vec::new();
+        for url in relays {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run(url, client.clone(), rx));
+            senders.push(tx);
+        }
+        Self { relays: senders }
     }
 
     /// Queues an event for every public relay.
     pub fn queue(&self, event: Event) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(event);
+        for tx in &self.relays {
+            let _ = tx.send(event.clone());
         }
     }
 }
@@ -58,71 +63,59 @@ fn slot(ev: &Event) -> (Kind, String) {
     (ev.kind, d)
 }
 
-async fn run(relays: Vec<String>, keys: Keys, mut rx: mpsc::UnboundedReceiver<Event>) {
-    let client = Client::new(keys);
-    for url in &relays {
-        if let Err(e) = client.add_relay(url.as_str()).await {
-            tracing::warn!("publish: cannot use relay {url}: {e}");
-        }
+async fn run(url: String, client: Client, mut rx: mpsc::UnboundedReceiver<Event>) {
+    if let Err(e) = client.add_relay(url.as_str()).await {
+        tracing::warn!("publish: cannot use relay {url}: {e}");
+        return;
     }
-    client.connect().await;
-    // Per relay: events waiting, keyed by replaceable slot, plus back-off state.
-    let mut waiting: HashMap<String, HashMap<(Kind, String), Event>> = HashMap::new();
-    let mut backoff: HashMap<String, (Duration, tokio::time::Instant)> = HashMap::new();
+    let _ = client.connect_relay(url.as_str()).await;
+    // Events waiting, keyed by replaceable slot, and the back-off state.
+    let mut waiting: HashMap<(Kind, String), Event> = HashMap::new();
+    let mut backoff: Option<(Duration, tokio::time::Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { return };
-                for url in &relays {
-                    let q = waiting.entry(url.clone()).or_default();
-                    if q.len() < MAX_QUEUED {
-                        let key = slot(&ev);
-                        let newer = q.get(&key).is_some_and(|old| old.created_at > ev.created_at);
-                        if !newer {
-                            q.insert(key, ev.clone());
-                        }
+                if waiting.len() < MAX_QUEUED {
+                    let key = slot(&ev);
+                    let newer = waiting.get(&key).is_some_and(|old| old.created_at > ev.created_at);
+                    if !newer {
+                        waiting.insert(key, ev);
                     }
                 }
             }
             _ = tick.tick() => {}
         }
         let now = tokio::time::Instant::now();
-        for url in &relays {
-            let Some(q) = waiting.get_mut(url) else {
-                continue;
-            };
-            if q.is_empty() || backoff.get(url).is_some_and(|(_, at)| *at > now) {
-                continue;
+        if waiting.is_empty() || backoff.is_some_and(|(_, at)| at > now) {
+            continue;
+        }
+        let mut failed = Vec::new();
+        for (key, ev) in waiting.drain() {
+            let sent = tokio::time::timeout(
+                Duration::from_secs(10),
+                client.send_event_to([url.as_str()], &ev),
+            )
+            .await;
+            match sent {
+                Ok(Ok(out)) if !out.success.is_empty() => {}
+                _ => failed.push((key, ev)),
             }
-            let batch: Vec<_> = q.drain().collect();
-            let mut failed = Vec::new();
-            for (key, ev) in batch {
-                let sent = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    client.send_event_to([url.as_str()], &ev),
-                )
-                .await;
-                match sent {
-                    Ok(Ok(out)) if !out.success.is_empty() => {}
-                    _ => failed.push((key, ev)),
-                }
-            }
-            if failed.is_empty() {
-                backoff.remove(url);
-            } else {
-                let wait = backoff
-                    .get(url)
-                    .map(|(d, _)| (*d * 2).min(MAX_BACKOFF))
-                    .unwrap_or(Duration::from_secs(5));
-                tracing::info!(
-                    "publish: {url} unreachable, {} events wait, retrying in {}s",
-                    failed.len(),
-                    wait.as_secs()
-                );
-                backoff.insert(url.clone(), (wait, now + wait));
-                q.extend(failed);
-            }
+        }
+        if failed.is_empty() {
+            backoff = None;
+        } else {
+            let wait = backoff
+                .map(|(d, _)| (d * 2).min(MAX_BACKOFF))
+                .unwrap_or(Duration::from_secs(5));
+            tracing::info!(
+                "publish: {url} unreachable, {} events wait, retrying in {}s",
+                failed.len(),
+                wait.as_secs()
+            );
+            backoff = Some((wait, now + wait));
+            waiting.extend(failed);
         }
     }
 }

@@ -64,17 +64,8 @@ impl EventStore {
         gone.extend(discarded.iter().map(|id| id.to_bytes()));
         if !gone.is_empty() {
             tracing::info!("relay: removing {} expired or replaced events", gone.len());
-            store
-                .writer()
-                .write(move |txn| {
-                    let mut t = txn.open_table(EVENTS)?;
-                    for id in &gone {
-                        t.remove(id)?;
-                    }
-                    Ok(())
-                })
-                .await?;
         }
+        delete_events(store.writer(), gone).await?;
         Ok(Self {
             index,
             writer: WriterHandle(store.writer().clone()),
@@ -127,20 +118,25 @@ impl EventStore {
         if !result.status.is_success() && !duplicate {
             gone.push(event.id.to_bytes());
         }
-        if !gone.is_empty() {
-            self.writer
-                .0
-                .write(move |txn| {
-                    let mut t = txn.open_table(EVENTS)?;
-                    for id in &gone {
-                        t.remove(id)?;
-                    }
-                    Ok(())
-                })
-                .await?;
-        }
+        delete_events(&self.writer.0, gone).await?;
         Ok(result.status.is_success())
     }
+}
+
+/// Removes events from disk by id (nothing to do for an empty list).
+async fn delete_events(writer: &Writer, ids: Vec<[u8; 32]>) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    writer
+        .write(move |txn| {
+            let mut t = txn.open_table(EVENTS)?;
+            for id in &ids {
+                t.remove(id)?;
+            }
+            Ok(())
+        })
+        .await
 }
 
 /// Writes events and, when `inbox_at` is given, appends them to the engine's inbox.
@@ -239,18 +235,8 @@ impl NostrDatabase for EventStore {
     fn delete(&self, filter: Filter) -> nostr::util::BoxedFuture<'_, Result<(), DatabaseError>> {
         Box::pin(async move {
             if let Some(ids) = self.index.delete(filter).await {
-                let ids: Vec<[u8; 32]> = ids.iter().map(|i| i.to_bytes()).collect();
-                self.writer
-                    .0
-                    .write(move |txn| {
-                        let mut t = txn.open_table(EVENTS)?;
-                        for id in &ids {
-                            t.remove(id)?;
-                        }
-                        Ok(())
-                    })
-                    .await
-                    .map_err(db_err)?;
+                let ids = ids.iter().map(|i| i.to_bytes()).collect();
+                delete_events(&self.writer.0, ids).await.map_err(db_err)?;
             }
             Ok(())
         })
