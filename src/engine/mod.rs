@@ -162,33 +162,19 @@ impl Engine {
 
     /// Opens every request of a batch in parallel: the expensive, stateless part.
     async fn open_all(&self, batch: Vec<Pending>) -> Vec<(Pending, Result<Inbound, Dropped>)> {
-        let chunk = batch.len().div_ceil(num_workers()).max(1);
-        let mut tasks = Vec::new();
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let tail = rest.split_off(chunk.min(rest.len()));
-            let part = std::mem::replace(&mut rest, tail);
-            let keys = self.keys.clone();
-            let pow = self.settings.mostro.pow;
-            tasks.push(tokio::spawn(async move {
-                let mut out = Vec::with_capacity(part.len());
-                for p in part {
-                    let r = match &p.event {
-                        Some(ev) => intake::open(ev, &keys, pow, p.received_at).await,
-                        None => Err(Dropped::Invalid("event no longer stored".into())),
-                    };
-                    out.push((p, r));
-                }
-                out
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            if let Ok(part) = t.await {
-                all.extend(part);
+        let keys = self.keys.clone();
+        let pow = self.settings.mostro.pow;
+        in_parallel(batch, move |p: Pending| {
+            let keys = keys.clone();
+            async move {
+                let r = match &p.event {
+                    Some(ev) => intake::open(ev, &keys, pow, p.received_at).await,
+                    None => Err(Dropped::Invalid("event no longer stored".into())),
+                };
+                (p, r)
             }
-        }
-        all
+        })
+        .await
     }
 
     /// Applies a batch inside the writer's transaction.
@@ -238,34 +224,21 @@ impl Engine {
         if out.is_empty() {
             return Ok(());
         }
-        let chunk = out.len().div_ceil(num_workers()).max(1);
-        let mut tasks = Vec::new();
-        let mut rest = out;
-        while !rest.is_empty() {
-            let tail = rest.split_off(chunk.min(rest.len()));
-            let part = std::mem::replace(&mut rest, tail);
-            let keys = self.keys.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut signed = Vec::with_capacity(part.len());
-                for (seq, o) in part {
-                    match o.sign(&keys).await {
-                        Ok(ev) => signed.push((seq, Some(ev))),
-                        Err(e) => {
-                            tracing::error!("outbox: cannot sign message {seq}: {e}");
-                            signed.push((seq, None));
-                        }
-                    }
+        let keys = self.keys.clone();
+        let signed = in_parallel(out, move |(seq, o): (u64, Outgoing)| {
+            let keys = keys.clone();
+            async move {
+                let ev = o.sign(&keys).await;
+                if let Err(e) = &ev {
+                    tracing::error!("outbox: cannot sign message {seq}: {e}");
                 }
-                signed
-            }));
-        }
-        let mut signed = Vec::new();
-        for t in tasks {
-            if let Ok(part) = t.await {
-                signed.extend(part);
+                (seq, ev.ok())
             }
-        }
-        self.relay.publish_own(signed).await
+        })
+        .await;
+        let done = signed.iter().map(|(seq, _)| *seq).collect();
+        let events = signed.into_iter().filter_map(|(_, ev)| ev).collect();
+        self.relay.publish_own(events, done).await
     }
 
     /// Re-sends what a previous run queued but did not publish.
@@ -337,8 +310,37 @@ impl Engine {
     }
 }
 
-fn num_workers() -> usize {
-    std::thread::available_parallelism()
+/// Runs `f` over `items` split into one chunk per core, each chunk on its own task; results
+/// keep the input order. A chunk whose task panicked is left out.
+async fn in_parallel<T, R, F, Fut>(mut items: Vec<T>, f: F) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = R> + Send,
+{
+    let workers = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(2)
+        .unwrap_or(2);
+    let chunk = items.len().div_ceil(workers).max(1);
+    let mut tasks = Vec::new();
+    while !items.is_empty() {
+        let tail = items.split_off(chunk.min(items.len()));
+        let part = std::mem::replace(&mut items, tail);
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(part.len());
+            for item in part {
+                out.push(f(item).await);
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(part) = t.await {
+            all.extend(part);
+        }
+    }
+    all
 }

@@ -1,6 +1,5 @@
 //! Typed access to the engine's tables inside one write transaction.
 
-use mostro_core::prelude::Status;
 use nostr::PublicKey;
 use redb::{MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 use uuid::Uuid;
@@ -182,9 +181,4 @@ impl<'t> Tx<'t> {
         }
         Ok(v)
     }
-}
-
-/// True when `status` still has a trader waiting on the box (for `restore-session`).
-pub fn is_restorable(status: Status) -> bool {
-    !super::order::is_terminal(status)
 }

@@ -84,17 +84,16 @@ impl EventStore {
     /// indexes them; only then may anyone see them. Returns the events that are now live.
     pub async fn save_own(
         &self,
-        signed: Vec<(u64, Option<Event>)>,
+        events: Vec<Event>,
+        done: Vec<u64>,
     ) -> Result<Vec<Event>, StoreError> {
-        let events: Vec<Event> = signed.iter().filter_map(|(_, e)| e.clone()).collect();
-        let seqs: Vec<u64> = signed.iter().map(|(s, _)| *s).collect();
         let to_store = events.clone();
         self.writer
             .0
             .write(move |txn| {
                 persist(txn, &to_store, None)?;
                 let mut outbox = txn.open_table(OUTBOX)?;
-                for s in &seqs {
+                for s in &done {
                     outbox.remove(s)?;
                 }
                 Ok(())

@@ -58,10 +58,10 @@ impl Relay {
         })
     }
 
-    /// Stores the node's signed events (and clears their outbox entries), then sends them to
-    /// subscribers and queues the public ones for the public relays.
-    pub async fn publish_own(&self, signed: Vec<(u64, Option<Event>)>) -> Result<(), StoreError> {
-        let stored = self.store.save_own(signed).await?;
+    /// Stores the node's signed events and clears the outbox entries `done` in the same commit,
+    /// then sends them to subscribers and queues the public ones for the public relays.
+    pub async fn publish_own(&self, events: Vec<Event>, done: Vec<u64>) -> Result<(), StoreError> {
+        let stored = self.store.save_own(events, done).await?;
         for ev in stored {
             if is_public_kind(&ev) {
                 self.publisher.queue(ev.clone());
@@ -71,11 +71,10 @@ impl Relay {
         Ok(())
     }
 
-    /// Signs and publishes events that need no outbox (info, relay list, profile: regenerated on
-    /// every start).
+    /// Publishes events that need no outbox (info, relay list, profile: regenerated on every
+    /// start).
     pub async fn publish_now(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        self.publish_own(events.into_iter().map(|e| (u64::MAX, Some(e))).collect())
-            .await
+        self.publish_own(events, Vec::new()).await
     }
 
     /// The relay's event store (for queries by the box itself).

@@ -4,7 +4,7 @@
 //! so range scans are cheap; values that are whole records are serde JSON of the engine's typed
 //! structs, which keeps migrations readable.
 
-use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{MultimapTableDefinition, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -68,32 +68,10 @@ pub fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<
     })
 }
 
-/// Reads a JSON record from any readable table keyed by `K`.
-pub fn get_record<'k, K, T, Tb>(
-    table: &Tb,
-    name: &'static str,
-    key: impl std::borrow::Borrow<K::SelfType<'k>>,
-) -> Result<Option<T>, StoreError>
-where
-    K: redb::Key + 'static,
-    T: DeserializeOwned,
-    Tb: ReadableTable<K, &'static [u8]>,
-{
-    match table.get(key)? {
-        Some(v) => Ok(Some(decode(name, v.value())?)),
-        None => Ok(None),
-    }
-}
-
 /// Takes the next number of a sequence kept in [`META`].
 pub fn next_seq(txn: &redb::WriteTransaction, key: &str) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META)?;
     let next = meta.get(key)?.map(|v| v.value()).unwrap_or(0);
     meta.insert(key, next + 1)?;
     Ok(next)
-}
-
-/// Opens a read transaction on a database handle (used by tests and tools).
-pub fn begin_read(db: &redb::Database) -> Result<redb::ReadTransaction, StoreError> {
-    Ok(db.begin_read()?)
 }

@@ -10,7 +10,7 @@ use nostr::PublicKey;
 
 use super::track_active;
 use crate::engine::dispatch::{Fail, Request};
-use crate::engine::tx::{is_restorable, Tx};
+use crate::engine::tx::Tx;
 use crate::engine::Ctx;
 
 /// The sender's own orders among the ids asked for, in request order.
@@ -60,7 +60,7 @@ pub fn restore_session(tx: &mut Tx, req: &Request) -> Result<(), Fail> {
     let mut info = RestoreSessionInfo::default();
     for id in tx.orders_of(&identity)? {
         let Some(order) = tx.order(id)? else { continue };
-        if !is_restorable(order.status) {
+        if order.is_terminal() {
             continue;
         }
         if let Some(trade_index) = order.trade_index_of(&identity) {
