@@ -39,7 +39,11 @@ pub async fn intake(traders: usize, per_trader: usize, transport: &str) -> anyho
         bail!("--traders and --orders must be at least 1");
     }
     let dir = std::env::temp_dir().join(format!("mostro-box-bench-{}", uuid::Uuid::new_v4()));
-    crate::node::init(&dir)?;
+    crate::node::init(&dir, None)?;
+    // The box always runs its Lightning node; a local regtest bitcoind serves it here.
+    let exe = crate::regtest::find_or_provision_bitcoind(&crate::cli::bitcoind_cache())?;
+    let bitcoind = crate::regtest::Bitcoind::start(&exe, &dir.join("bitcoind")).await?;
+    bitcoind.mine(1).await?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -52,6 +56,7 @@ pub async fn intake(traders: usize, per_trader: usize, transport: &str) -> anyho
         "mostro.fiat_currencies_accepted=[]".into(),
         "price.api_url=http://127.0.0.1:9".into(),
     ];
+    let overrides = [overrides, crate::cli::regtest_overrides(&bitcoind)?].concat();
     let settings = Settings::load(&dir, Vec::<(String, String)>::new(), &overrides)?;
     let node_keys = crate::keys::load(&dir)?;
     let node = node_keys.public_key();

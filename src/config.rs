@@ -46,7 +46,7 @@ pub enum ConfigError {
 pub struct Settings {
     /// Trading rules and node profile.
     pub mostro: MostroSettings,
-    /// Hold-invoice windows advertised to clients (used by the Lightning issue).
+    /// The embedded Lightning node and the hold invoice windows.
     pub lightning: LightningSettings,
     /// The embedded relay.
     pub relay: RelaySettings,
@@ -98,18 +98,44 @@ pub struct MostroSettings {
     pub website: String,
 }
 
-/// `[lightning]`: network and hold invoice windows.
+/// `[lightning]`: the embedded LDK node, its chain source and the hold invoice windows.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LightningSettings {
     /// `bitcoin`, `testnet`, `signet` or `regtest`.
     pub network: String,
+    /// Where the Lightning node accepts peer connections.
+    pub listen: SocketAddr,
+    /// Node alias shown in the Lightning network graph (only announced with public channels).
+    pub alias: String,
+    /// `esplora`, `electrum` or `bitcoind`.
+    pub chain_source: String,
+    /// Esplora API URL; empty means the public default for the network.
+    pub esplora_url: String,
+    /// Electrum server, e.g. `ssl://electrum.blockstream.info:50002`.
+    pub electrum_url: String,
+    /// bitcoind RPC `host:port` (Umbrel and full-node owners).
+    pub bitcoind_rpc_address: String,
+    /// bitcoind RPC user.
+    pub bitcoind_rpc_user: String,
+    /// bitcoind RPC password.
+    pub bitcoind_rpc_password: String,
+    /// Rapid Gossip Sync server; empty means gossip from peers.
+    pub rgs_url: String,
+    /// LSPS2 service for just-in-time inbound channels: node id, `host:port`, optional token.
+    pub lsps2_node_id: String,
+    /// Address of the LSPS2 service.
+    pub lsps2_address: String,
+    /// Access token of the LSPS2 service, if it wants one.
+    pub lsps2_token: String,
     /// Seconds a hold invoice stays payable (advertised to clients).
     pub hold_invoice_expiration_window: u64,
-    /// Blocks a held payment must stay claimable.
+    /// Blocks a held payment stays claimable once the seller pays it.
     pub hold_invoice_cltv_delta: u32,
     /// Buyer invoices must not expire before now + this many seconds.
     pub invoice_expiration_window: u64,
+    /// Largest `min_final_cltv_expiry_delta` accepted in a buyer's invoice.
+    pub max_final_cltv_expiry_delta: u64,
 }
 
 /// `[relay]`: the embedded relay and its abuse limits.
@@ -182,9 +208,22 @@ impl Default for LightningSettings {
     fn default() -> Self {
         Self {
             network: "bitcoin".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 9735)),
+            alias: "mostro-box".into(),
+            chain_source: "esplora".into(),
+            esplora_url: String::new(),
+            electrum_url: String::new(),
+            bitcoind_rpc_address: "127.0.0.1:8332".into(),
+            bitcoind_rpc_user: String::new(),
+            bitcoind_rpc_password: String::new(),
+            rgs_url: String::new(),
+            lsps2_node_id: String::new(),
+            lsps2_address: String::new(),
+            lsps2_token: String::new(),
             hold_invoice_expiration_window: 300,
             hold_invoice_cltv_delta: 144,
             invoice_expiration_window: 3600,
+            max_final_cltv_expiry_delta: 432,
         }
     }
 }
@@ -220,6 +259,47 @@ impl LightningSettings {
             "bitcoin" => "mainnet".into(),
             other => other.into(),
         }
+    }
+
+    /// bitcoind RPC `(host, port, user, password)` when all are set.
+    pub fn bitcoind_rpc(&self) -> Option<(String, u16, String, String)> {
+        let (host, port) = self.bitcoind_rpc_address.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        if host.is_empty() || self.bitcoind_rpc_user.is_empty() {
+            return None;
+        }
+        Some((
+            host.to_string(),
+            port,
+            self.bitcoind_rpc_user.clone(),
+            self.bitcoind_rpc_password.clone(),
+        ))
+    }
+
+    /// The network as rust-bitcoin names it (validated, so never a surprise).
+    pub fn bitcoin_network(&self) -> ldk_node::bitcoin::Network {
+        use ldk_node::bitcoin::Network;
+        match self.network.as_str() {
+            "bitcoin" => Network::Bitcoin,
+            "testnet" => Network::Testnet,
+            "signet" => Network::Signet,
+            _ => Network::Regtest,
+        }
+    }
+
+    /// The Esplora URL to use: the configured one, or a public default for the network
+    /// (a local esplora on regtest).
+    pub fn esplora_url(&self) -> String {
+        if !self.esplora_url.trim().is_empty() {
+            return self.esplora_url.trim().to_string();
+        }
+        match self.network.as_str() {
+            "bitcoin" => "https://blockstream.info/api",
+            "testnet" => "https://blockstream.info/testnet/api",
+            "signet" => "https://mempool.space/signet/api",
+            _ => "http://127.0.0.1:3002",
+        }
+        .into()
     }
 }
 
@@ -397,8 +477,43 @@ impl Settings {
         check(
             "lightning.hold_invoice_cltv_delta",
             l.hold_invoice_cltv_delta,
-            (40..=2016).contains(&l.hold_invoice_cltv_delta),
-            "40 to 2016 blocks",
+            (12..=720).contains(&l.hold_invoice_cltv_delta),
+            "12 to 720 blocks (payers refuse invoices that lock their funds much longer)",
+        )?;
+        check(
+            "lightning.chain_source",
+            format!("{:?}", l.chain_source),
+            matches!(l.chain_source.as_str(), "esplora" | "electrum" | "bitcoind"),
+            "\"esplora\", \"electrum\" or \"bitcoind\"",
+        )?;
+        check(
+            "lightning.electrum_url",
+            format!("{:?}", l.electrum_url),
+            l.chain_source != "electrum" || !l.electrum_url.trim().is_empty(),
+            "a server such as \"ssl://electrum.blockstream.info:50002\" when chain_source = \"electrum\"",
+        )?;
+        check(
+            "lightning.bitcoind_rpc_address",
+            format!("{:?}", l.bitcoind_rpc_address),
+            l.chain_source != "bitcoind" || l.bitcoind_rpc().is_some(),
+            "HOST:PORT of bitcoind's RPC, e.g. \"127.0.0.1:8332\", with bitcoind_rpc_user and bitcoind_rpc_password set",
+        )?;
+        check(
+            "lightning.alias",
+            format!("{:?}", l.alias),
+            l.alias.len() <= 32,
+            "at most 32 bytes",
+        )?;
+        check(
+            "lightning.lsps2_node_id",
+            format!("{:?}", l.lsps2_node_id),
+            l.lsps2_node_id.is_empty()
+                || (l
+                    .lsps2_node_id
+                    .parse::<ldk_node::bitcoin::secp256k1::PublicKey>()
+                    .is_ok()
+                    && !l.lsps2_address.is_empty()),
+            "the LSP's 66-hex-digit node id, with lightning.lsps2_address set",
         )?;
         let r = &self.relay;
         check(
@@ -498,12 +613,33 @@ website = ""
 [lightning]
 # Bitcoin network: "bitcoin", "testnet", "signet" or "regtest".
 network = "{network}"
+# Where the Lightning node accepts peers, and its public alias.
+listen = "{ln_listen}"
+alias = "{alias}"
+# Where the node learns about the chain: "esplora" (default; esplora_url empty = a public
+# server for the network), "electrum" (electrum_url) or "bitcoind" (your own node's RPC, e.g.
+# on Umbrel: bitcoind_rpc_address, bitcoind_rpc_user, bitcoind_rpc_password).
+chain_source = "{chain_source}"
+esplora_url = ""
+electrum_url = ""
+bitcoind_rpc_address = "{rpc_addr}"
+bitcoind_rpc_user = ""
+bitcoind_rpc_password = ""
+# Rapid Gossip Sync server URL (faster start on small machines); empty = gossip from peers.
+rgs_url = ""
+# An LSPS2 liquidity provider for just-in-time inbound channels (all three, or none).
+lsps2_node_id = ""
+lsps2_address = ""
+lsps2_token = ""
 # Seconds a seller's hold invoice stays payable (advertised to clients).
 hold_invoice_expiration_window = {hiew}
-# Blocks a held payment must stay claimable.
+# Blocks a seller's payment stays held once paid. The box asks payers for a longer lock so
+# this whole window is usable, and settles or cancels every held payment before it ends.
 hold_invoice_cltv_delta = {cltv}
 # A buyer's invoice must not expire sooner than this many seconds from now.
 invoice_expiration_window = {iew}
+# A buyer's invoice may ask for at most this min_final_cltv_expiry_delta (blocks).
+max_final_cltv_expiry_delta = {mfced}
 
 [relay]
 # Where the embedded relay listens (WebSocket, NIP-11 and GET /health on one port).
@@ -546,6 +682,11 @@ max_staleness_seconds = {stale}
             rates = d.mostro.user_rates_sent_interval_seconds,
             protocol_version = d.mostro.protocol_version,
             network = d.lightning.network,
+            ln_listen = d.lightning.listen,
+            alias = d.lightning.alias,
+            chain_source = d.lightning.chain_source,
+            rpc_addr = d.lightning.bitcoind_rpc_address,
+            mfced = d.lightning.max_final_cltv_expiry_delta,
             hiew = d.lightning.hold_invoice_expiration_window,
             cltv = d.lightning.hold_invoice_cltv_delta,
             iew = d.lightning.invoice_expiration_window,

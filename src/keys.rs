@@ -1,4 +1,5 @@
-//! The node's Nostr key: one secret in a 0600 file in the data directory, never logged.
+//! Secret files (the node's Nostr key, the Lightning seed): mode 0600 in the data directory,
+//! never overwritten, never logged.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -12,14 +13,14 @@ pub const NODE_KEY_FILE: &str = "nostr.nsec";
 /// A key file problem, worded for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// No key yet.
-    #[error("no node key at {0}: run `mostro-box init` first")]
+    /// No key or seed yet.
+    #[error("{0} is missing: run `mostro-box init` first (or restore it from your backup)")]
     Missing(PathBuf),
     /// `init` would overwrite a key.
-    #[error("a node key already exists at {0}; init never overwrites keys (move it away first if you really mean to start over)")]
+    #[error("{0} already exists; init never overwrites keys (move it away first if you really mean to start over)")]
     Exists(PathBuf),
-    /// The file does not hold an nsec.
-    #[error("{0} does not hold a valid nsec; restore it from your backup")]
+    /// The file does not hold what it should.
+    #[error("{0} is damaged (not a valid key or seed); restore it from your backup")]
     Invalid(PathBuf),
     /// The file is readable by others.
     #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
@@ -46,44 +47,58 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
-/// Creates a new key file (mode 0600); refuses if one exists.
+/// Writes a new secret file readable by the owner only (mode 0600); refuses to overwrite one.
+pub fn create_secret_file(path: &Path, contents: &str) -> Result<(), KeyError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_path_buf()),
+            _ => KeyError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
+    f.write_all(contents.as_bytes()).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Reads a secret file, refusing one that other users can read.
+pub fn read_secret_file(path: &Path) -> Result<String, KeyError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeyError::Missing(path.to_path_buf()))
+        }
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    std::fs::read_to_string(path).map_err(io(path))
+}
+
+/// Creates a new node key file (mode 0600); refuses if one exists.
 pub fn create(data_dir: &Path) -> Result<Keys, KeyError> {
-    let path = data_dir.join(NODE_KEY_FILE);
     let keys = Keys::generate();
     let nsec = keys
         .secret_key()
         .to_bech32()
         .expect("bech32 of a valid key");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.clone()),
-            _ => KeyError::Io {
-                path: path.clone(),
-                source: e,
-            },
-        })?;
-    writeln!(f, "{nsec}").map_err(io(&path))?;
-    f.sync_all().map_err(io(&path))?;
+    create_secret_file(&data_dir.join(NODE_KEY_FILE), &format!("{nsec}\n"))?;
     Ok(keys)
 }
 
-/// Loads the key, refusing a file other users can read.
+/// Loads the node key, refusing a file other users can read.
 pub fn load(data_dir: &Path) -> Result<Keys, KeyError> {
     let path = data_dir.join(NODE_KEY_FILE);
-    let meta = match std::fs::metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KeyError::Missing(path)),
-        Err(e) => return Err(KeyError::Io { path, source: e }),
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions { path, mode });
-    }
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let text = read_secret_file(&path)?;
     let secret = SecretKey::from_bech32(text.trim())
         .or_else(|_| SecretKey::parse(text.trim()))
         .map_err(|_| KeyError::Invalid(path.clone()))?;

@@ -7,15 +7,18 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod fetch;
 pub mod keys;
 pub mod lightning;
 pub mod node;
 pub mod price;
 pub mod protocol;
 pub mod publish;
+pub mod regtest;
 pub mod relay;
 pub mod store;

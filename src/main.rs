@@ -2,8 +2,9 @@
 
 use anyhow::Context;
 use clap::Parser;
-use mostro_box::cli::{default_data_dir, BenchKind, Cli, Command};
+use mostro_box::cli::{default_data_dir, BenchKind, Cli, Command, SeedCommand};
 use mostro_box::config::Settings;
+use mostro_box::lightning::seed::{Seed, PASSPHRASE_ENV, SEED_FILE};
 use mostro_box::node;
 use nostr::ToBech32;
 
@@ -22,7 +23,7 @@ fn main() {
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,nostr_relay_pool=warn,nostr_relay_builder=warn".into());
+        .unwrap_or_else(|_| "info,nostr_relay_pool=warn,nostr_relay_builder=warn,ldk_node=warn,lightning=warn,lightning_background_processor=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "json" {
         builder.json().init();
@@ -34,10 +35,20 @@ fn init_logging(format: &str) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     match cli.command {
-        Command::Init => {
-            let (pubkey, wrote_config) = node::init(&data_dir)?;
+        Command::Init { seed_passphrase } => {
+            let passphrase = if seed_passphrase {
+                Some(std::env::var(PASSPHRASE_ENV).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--seed-passphrase reads the passphrase from {PASSPHRASE_ENV}: set it \
+                         (and keep it set for `mostro-box run`)"
+                    )
+                })?)
+            } else {
+                None
+            };
+            let made = node::init(&data_dir, passphrase.as_deref())?;
             println!("Created {}", data_dir.display());
-            if wrote_config {
+            if made.wrote_config {
                 println!(
                     "  settings: {} (every setting, with its default)",
                     data_dir.join(mostro_box::config::CONFIG_FILE).display()
@@ -47,32 +58,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "  node key: {} (mode 0600; back it up)",
                 data_dir.join(mostro_box::keys::NODE_KEY_FILE).display()
             );
-            println!("  npub:     {}", pubkey.to_bech32()?);
-            println!("Next: edit relay.public_url, then `mostro-box run`.");
+            println!(
+                "  seed:     {} (mode 0600; write the words down: `mostro-box seed show`)",
+                data_dir.join(SEED_FILE).display()
+            );
+            println!("  npub:     {}", made.pubkey.to_bech32()?);
+            println!("  lightning node id: {}", made.ln_node_id);
+            println!(
+                "Next: set relay.public_url and the [lightning] chain source, then `mostro-box run`."
+            );
             Ok(())
         }
         Command::Run { set } => {
             let settings = Settings::load(&data_dir, std::env::vars(), &set)?;
             serve(&data_dir, settings).await
         }
-        Command::Dev { mut set } => {
+        Command::Dev { set } => {
             let dir = cli
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| default_data_dir().with_file_name(".mostro-box-dev"));
-            if !dir.join(mostro_box::keys::NODE_KEY_FILE).exists() {
-                node::init(&dir)?;
-            }
-            let mut dev = vec![
-                "lightning.network=regtest".to_string(),
-                "relay.listen=127.0.0.1:7777".to_string(),
-                "relay.public_url=ws://127.0.0.1:7777".to_string(),
-                "mostro.fiat_currencies_accepted=[]".to_string(),
-            ];
-            dev.append(&mut set);
-            let settings = Settings::load(&dir, std::env::vars(), &dev)?;
-            serve(&dir, settings).await
+            mostro_box::cli::dev::run(&dir, set).await
         }
+        Command::Seed {
+            what: SeedCommand::Show { yes },
+        } => show_seed(&data_dir, yes),
         Command::Bench { which } => match which {
             BenchKind::Intake {
                 traders,
@@ -82,7 +92,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("bench intake"),
         },
+        operator => mostro_box::cli::ops::run(&data_dir, cli.json, operator).await,
     }
+}
+
+fn show_seed(data_dir: &std::path::Path, yes: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let seed = Seed::load(data_dir, std::env::var(PASSPHRASE_ENV).ok())?;
+    if !yes {
+        eprint!(
+            "These 24 words control the node's funds: anyone who sees them can take them.\n\
+             Make sure nobody is watching your screen. Type `show` to print them: "
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "show" {
+            anyhow::bail!("not shown (you did not type `show`)");
+        }
+    }
+    println!("{}", seed.words());
+    Ok(())
 }
 
 async fn serve(data_dir: &std::path::Path, settings: Settings) -> anyhow::Result<()> {
@@ -90,14 +120,17 @@ async fn serve(data_dir: &std::path::Path, settings: Settings) -> anyhow::Result
     let running = node::start(data_dir, settings).await?;
     let npub = running.pubkey.to_bech32()?;
     println!("mostro-box is running");
-    println!("  relay:  {url} (listening on {})", running.addr);
-    println!("  npub:   {npub}");
+    println!("  relay:     {url} (listening on {})", running.addr);
+    println!("  npub:      {npub}");
+    println!("  lightning: {}", running.lightning.node_id());
     println!("Point mostro-cli at it with:");
     println!("  export MOSTRO_PUBKEY={npub}");
     println!("  export RELAYS={url}");
-    tokio::select! {
-        r = running.wait() => r.context("the engine stopped")?,
-        _ = tokio::signal::ctrl_c() => println!("stopping"),
-    }
-    Ok(())
+    running
+        .run_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+            println!("stopping");
+        })
+        .await
+        .context("the engine stopped")
 }

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 use crate::config::{Settings, CONFIG_FILE};
 use crate::engine::Engine;
 use crate::keys::{self, KeyError};
+use crate::lightning::seed::{Seed, SeedError, PASSPHRASE_ENV};
+use crate::lightning::{LdkNode, LightningError};
 use crate::price::PriceBook;
 use crate::protocol::events::{LightningFacts, NodeFacts};
 use crate::publish::{self, Publisher};
@@ -29,6 +31,12 @@ pub enum StartError {
     /// Key file problem.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// Seed file or passphrase problem.
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    /// The Lightning node could not start.
+    #[error(transparent)]
+    Lightning(#[from] LightningError),
     /// Store problem.
     #[error("{path}: {source}")]
     Store {
@@ -60,8 +68,19 @@ pub enum StartError {
     },
 }
 
-/// Writes the commented settings file and the node key into `data_dir`.
-pub fn init(data_dir: &Path) -> Result<(PublicKey, bool), StartError> {
+/// What `init` made.
+pub struct Initialised {
+    /// The node's Nostr public key.
+    pub pubkey: PublicKey,
+    /// The Lightning node id.
+    pub ln_node_id: ldk_node::bitcoin::secp256k1::PublicKey,
+    /// Whether a settings file was written (an existing one is kept).
+    pub wrote_config: bool,
+}
+
+/// Writes the commented settings file, the node key and the Lightning seed (protected by
+/// `seed_passphrase` if given) into `data_dir`.
+pub fn init(data_dir: &Path, seed_passphrase: Option<&str>) -> Result<Initialised, StartError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.to_path_buf(),
         source,
@@ -75,6 +94,7 @@ pub fn init(data_dir: &Path) -> Result<(PublicKey, bool), StartError> {
         },
     )?;
     let keys = keys::create(data_dir)?;
+    let seed = Seed::create(data_dir, seed_passphrase)?;
     let config = data_dir.join(CONFIG_FILE);
     let wrote_config = !config.exists();
     if wrote_config {
@@ -83,7 +103,11 @@ pub fn init(data_dir: &Path) -> Result<(PublicKey, bool), StartError> {
             source,
         })?;
     }
-    Ok((keys.public_key(), wrote_config))
+    Ok(Initialised {
+        pubkey: keys.public_key(),
+        ln_node_id: seed.node_id(),
+        wrote_config,
+    })
 }
 
 /// A running box.
@@ -98,32 +122,43 @@ pub struct Running {
     pub engine: Engine,
     /// Market prices (tests set them).
     pub prices: PriceBook,
+    /// The Lightning node.
+    pub lightning: Arc<LdkNode>,
     tasks: Vec<JoinHandle<()>>,
     engine_task: JoinHandle<Result<(), StoreError>>,
 }
 
 impl Running {
-    /// Waits until the engine stops, which only happens on a store failure.
-    pub async fn wait(self) -> Result<(), StoreError> {
-        let r = self.engine_task.await.unwrap_or(Ok(()));
-        for t in self.tasks {
-            t.abort();
-        }
+    /// Runs until `shutdown` completes (or the engine stops on a store failure), then stops
+    /// every task and the Lightning node, which persists its state before returning.
+    pub async fn run_until(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), StoreError> {
+        let r = tokio::select! {
+            r = &mut self.engine_task => r.unwrap_or(Ok(())),
+            _ = shutdown => Ok(()),
+        };
+        self.stop();
         r
     }
 
-    /// Stops every task (for tests and the bench).
+    /// Stops every task and the Lightning node (which persists its state first).
     pub fn stop(self) {
         self.engine_task.abort();
         for t in self.tasks {
             t.abort();
         }
+        self.lightning.stop();
     }
 }
 
 /// Starts the box from `data_dir` with `settings`.
+///
+/// The Lightning seed's passphrase, if it has one, comes from `MOSTRO_BOX_SEED_PASSPHRASE`.
 pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, StartError> {
     let keys = keys::load(data_dir)?;
+    let seed = Seed::load(data_dir, std::env::var(PASSPHRASE_ENV).ok())?;
     let path = data_dir.join(STORE_FILE);
     let store = Store::open(&path).map_err(|source| match source {
         StoreError::Redb(redb::Error::DatabaseAlreadyOpen) => StartError::InUse(path.clone()),
@@ -137,6 +172,14 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         source,
     };
     let settings = Arc::new(settings);
+    let lightning = LdkNode::start(
+        data_dir,
+        &settings.lightning,
+        &seed,
+        store.clone(),
+        std::time::Duration::from_secs(10),
+    )
+    .await?;
     let inbox = Arc::new(Notify::new());
     let publisher = Publisher::start(settings.nostr.publish_relays.clone(), keys.clone());
     let relay = Relay::new(&settings, &keys, &store, inbox.clone(), publisher)
@@ -178,6 +221,22 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         settings.price.update_interval_seconds,
     )));
     let started = Instant::now();
+    let (api_listener, api_path) =
+        crate::api::bind(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.join(crate::api::SOCKET_FILE),
+            source,
+        })?;
+    tracing::info!("operator API on {}", api_path.display());
+    tasks.push(tokio::spawn(crate::api::serve(
+        api_listener,
+        Arc::new(crate::api::ApiContext {
+            lightning: lightning.clone(),
+            store: store.clone(),
+            settings: settings.clone(),
+            npub: keys.public_key().to_bech32().expect("bech32 npub"),
+            started,
+        }),
+    )));
     let health_store = store.clone();
     let npub = keys.public_key().to_bech32().expect("bech32 npub");
     let public_url = settings.relay.public_url.clone();
@@ -207,7 +266,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         keys.clone(),
         settings.clone(),
         facts,
-        LightningFacts::default(),
+        lightning_facts(&settings, &lightning),
     )));
     Ok(Running {
         addr,
@@ -215,9 +274,32 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         relay,
         engine,
         prices,
+        lightning,
         tasks,
         engine_task,
     })
+}
+
+/// What the 38385 info event says about the Lightning node (the reference's `lnd_*` tags).
+fn lightning_facts(settings: &Settings, ln: &LdkNode) -> LightningFacts {
+    let id = ln.node_id().to_string();
+    let uris = ln
+        .node()
+        .announcement_addresses()
+        .or_else(|| ln.node().listening_addresses())
+        .unwrap_or_default()
+        .iter()
+        .map(|a| format!("{id}@{a}"))
+        .collect();
+    LightningFacts {
+        version: "ldk-node 0.7.1".into(),
+        node_pubkey: id,
+        commit_hash: String::new(),
+        alias: settings.lightning.alias.clone(),
+        chains: vec!["bitcoin".into()],
+        networks: vec![settings.lightning.network_tag()],
+        uris,
+    }
 }
 
 /// The NIP-11 relay information document.

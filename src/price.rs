@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 use mostro_core::prelude::CantDoReason;
 
 /// Prices of one BTC in each fiat currency, with the time they were fetched.
@@ -26,9 +24,6 @@ struct Prices {
 /// Why a fetch failed, for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum PriceError {
-    /// Bad URL.
-    #[error("bad price API URL {0}")]
-    Url(String),
     /// Network or HTTP failure.
     #[error("price API unreachable: {0}")]
     Http(String),
@@ -69,7 +64,9 @@ impl PriceBook {
     /// Fetches once from `api_url`.
     pub async fn refresh(&self, api_url: &str) -> Result<usize, PriceError> {
         let url = format!("{}/exrates/BTC", api_url.trim_end_matches('/'));
-        let body = http_get(&url).await?;
+        let body = crate::fetch::get(&url, Duration::from_secs(10))
+            .await
+            .map_err(|e| PriceError::Http(e.to_string()))?;
         let per_btc = parse_yadio(&body)?;
         let n = per_btc.len();
         self.set(per_btc, crate::protocol::now());
@@ -101,42 +98,6 @@ pub fn parse_yadio(body: &[u8]) -> Result<HashMap<String, f64>, PriceError> {
         .iter()
         .filter_map(|(k, v)| v.as_f64().map(|f| (k.to_ascii_uppercase(), f)))
         .collect())
-}
-
-/// A GET over hyper with rustls (webpki roots), 10 s time-out, 1 MiB body limit.
-pub async fn http_get(url: &str) -> Result<Vec<u8>, PriceError> {
-    let uri: hyper::Uri = url.parse().map_err(|_| PriceError::Url(url.into()))?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Empty<Bytes>>(https);
-    let req = hyper::Request::get(uri)
-        .header(
-            "user-agent",
-            concat!("mostro-box/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::new())
-        .map_err(|e| PriceError::Http(e.to_string()))?;
-    let fetch = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| PriceError::Http(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(PriceError::Http(format!("HTTP {}", resp.status())));
-        }
-        let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
-            .collect()
-            .await
-            .map_err(|e| PriceError::Http(e.to_string()))?;
-        Ok(body.to_bytes().to_vec())
-    };
-    tokio::time::timeout(Duration::from_secs(10), fetch)
-        .await
-        .map_err(|_| PriceError::Http("timed out after 10 s".into()))?
 }
 
 #[cfg(test)]

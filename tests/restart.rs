@@ -12,9 +12,10 @@ use nostr_sdk::prelude::{Filter, Kind};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_keeps_acked_orders_and_answers_requests_after_restart() {
     let dir = temp_dir("restart");
-    mostro_box::node::init(&dir).unwrap();
+    mostro_box::node::init(&dir, None).unwrap();
+    let chain = start_chain().await;
     let port = free_port();
-    let mut b = BoxProcess::spawn(&dir, port).await;
+    let mut b = BoxProcess::spawn(&dir, port, &chain, &[]).await;
     let node = mostro_box::keys::load(&dir).unwrap().public_key();
     let t = Trader::new(&b.url(), node, Wire::V2, false).await;
 
@@ -54,7 +55,7 @@ async fn kill_9_keeps_acked_orders_and_answers_requests_after_restart() {
     );
     let late_ev = t.wrap(&late, down_index).await;
     assert!(t.publish(&late_ev).await.is_err(), "the box is down");
-    let b2 = BoxProcess::spawn(&dir, port).await;
+    let b2 = BoxProcess::spawn(&dir, port, &chain, &[]).await;
     // The client sends it again once the box answers (a fresh connection, so the test does not
     // depend on nostr-sdk's reconnection back-off).
     let t2 = Trader::new(&b2.url(), node, Wire::V2, false).await;

@@ -1,4 +1,8 @@
-//! Command-line interface: `init`, `run`, `dev` and `bench`.
+//! Command-line interface: the daemon commands (`init`, `run`, `dev`, `bench`) and the
+//! operator commands, which talk to a running daemon through its local API ([`crate::api`]).
+
+pub mod dev;
+pub mod ops;
 
 use std::path::PathBuf;
 
@@ -19,6 +23,9 @@ pub struct Cli {
         env = "MOSTRO_BOX_LOG_FORMAT"
     )]
     pub log_format: String,
+    /// Print operator command results as JSON (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -27,8 +34,13 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the data directory, a commented settings file and the node key.
-    Init,
+    /// Create the data directory, a commented settings file, the node key and the Lightning seed.
+    Init {
+        /// Protect the Lightning seed with a BIP-39 passphrase, read from
+        /// MOSTRO_BOX_SEED_PASSPHRASE (which `run` then needs too).
+        #[arg(long)]
+        seed_passphrase: bool,
+    },
     /// Run the node.
     Run {
         /// Override a setting: `--set section.key=value` (repeatable).
@@ -41,11 +53,166 @@ pub enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// The Lightning seed.
+    Seed {
+        /// What to do with it.
+        #[command(subcommand)]
+        what: SeedCommand,
+    },
+    /// Node status: relay, npub, Lightning node, balances, channels, orders.
+    Status,
+    /// The on-chain wallet.
+    Wallet {
+        /// What to do.
+        #[command(subcommand)]
+        what: WalletCommand,
+    },
+    /// Lightning peers.
+    Peer {
+        /// What to do.
+        #[command(subcommand)]
+        what: PeerCommand,
+    },
+    /// Lightning channels.
+    Channel {
+        /// What to do.
+        #[command(subcommand)]
+        what: ChannelCommand,
+    },
+    /// Invoices for receiving (to test inbound liquidity).
+    Invoice {
+        /// What to do.
+        #[command(subcommand)]
+        what: InvoiceCommand,
+    },
+    /// Pay a BOLT11 invoice or Lightning address (to test outbound liquidity).
+    Pay {
+        /// BOLT11 invoice or user@domain Lightning address.
+        invoice: String,
+        /// Amount, for amountless invoices and Lightning addresses.
+        #[arg(long)]
+        sats: Option<u64>,
+        /// Most routing fee to pay (default 0.2 % of the amount, at least 10 sats).
+        #[arg(long)]
+        max_fee_sats: Option<u64>,
+        /// Seconds to wait for the outcome.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Orders in the book and in trade.
+    Order {
+        /// What to do.
+        #[command(subcommand)]
+        what: OrderCommand,
+    },
     /// Measure the box.
     Bench {
         /// Which benchmark.
         #[command(subcommand)]
         which: BenchKind,
+    },
+}
+
+/// `seed` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SeedCommand {
+    /// Print the 24 seed words (asks for confirmation first).
+    Show {
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `wallet` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// A new receive address.
+    Address,
+    /// On-chain and Lightning balances.
+    Balance,
+    /// Send on-chain.
+    Send {
+        /// Destination address.
+        address: String,
+        /// Amount in sats, or `all`.
+        amount: String,
+    },
+}
+
+/// `peer` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Connect to NODE_ID@HOST:PORT (and reconnect after restarts).
+    Connect {
+        /// NODE_ID@HOST:PORT.
+        peer: String,
+    },
+    /// List peers.
+    List,
+    /// Disconnect NODE_ID.
+    Disconnect {
+        /// Node id.
+        node_id: String,
+    },
+}
+
+/// `channel` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// Open a channel to NODE_ID@HOST:PORT and follow it until it is ready.
+    Open {
+        /// NODE_ID@HOST:PORT (or NODE_ID of a connected peer).
+        peer: String,
+        /// Channel size in sats.
+        sats: u64,
+        /// Sats to give the peer at opening (gives the box inbound liquidity).
+        #[arg(long, default_value_t = 0)]
+        push_sats: u64,
+        /// Announce the channel to the network (for routing nodes with a public address).
+        #[arg(long)]
+        announce: bool,
+        /// Return once the funding transaction is out, without following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Close a channel cooperatively (or unilaterally with --force).
+    Close {
+        /// Channel id (or user channel id) from `channel list`.
+        channel_id: String,
+        /// Close without the peer; funds stay locked for the peer's contest delay.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List channels with their liquidity.
+    List,
+}
+
+/// `invoice` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum InvoiceCommand {
+    /// Create an invoice (0 sats = any amount).
+    Create {
+        /// Amount in sats (0 for any amount).
+        sats: u64,
+        /// Description.
+        #[arg(long, default_value = "mostro-box")]
+        description: String,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        expiry: u64,
+    },
+}
+
+/// `order` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OrderCommand {
+    /// Every order, newest last.
+    List,
+    /// One order in full.
+    Show {
+        /// Order id.
+        id: String,
     },
 }
 
@@ -67,10 +234,41 @@ pub enum BenchKind {
     },
 }
 
+/// Where `dev`, `bench` and the tests keep a provisioned bitcoind: `$XDG_CACHE_HOME` or
+/// `~/.cache`, under `mostro-box/bitcoind`.
+pub fn bitcoind_cache() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache"));
+    base.join("mostro-box").join("bitcoind")
+}
+
+/// Settings that put the box's Lightning node on a local regtest `bitcoind`, listening on a
+/// free port.
+pub fn regtest_overrides(
+    bitcoind: &crate::regtest::Bitcoind,
+) -> Result<Vec<String>, crate::regtest::RegtestError> {
+    let (host, port, user, password) = bitcoind.chain_source();
+    Ok(vec![
+        "lightning.network=regtest".into(),
+        "lightning.chain_source=bitcoind".into(),
+        format!("lightning.bitcoind_rpc_address={host}:{port}"),
+        format!("lightning.bitcoind_rpc_user={user}"),
+        format!("lightning.bitcoind_rpc_password={password}"),
+        format!(
+            "lightning.listen=127.0.0.1:{}",
+            crate::regtest::free_port()?
+        ),
+    ])
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// The default data directory, `~/.mostro-box`.
 pub fn default_data_dir() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".mostro-box")
+    home().join(".mostro-box")
 }

@@ -46,8 +46,8 @@ pub struct Ctx<'a> {
     pub now: i64,
     /// Market prices.
     pub prices: &'a PriceBook,
-    /// Lightning network name as used in invoices (`bitcoin`, `regtest`, ...).
-    pub network: &'a str,
+    /// The Lightning network, for invoice checks.
+    pub network: ldk_node::bitcoin::Network,
 }
 
 /// Everything the engine task needs.
@@ -214,7 +214,7 @@ impl Engine {
             facts: &self.facts,
             now,
             prices: &self.prices,
-            network: &self.settings.lightning.network,
+            network: self.settings.lightning.bitcoin_network(),
         }
     }
 

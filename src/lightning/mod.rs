@@ -1,86 +1,300 @@
-//! Lightning. Until the embedded node arrives (issue 3) this holds only the invoice checks the
-//! order book needs.
+//! The Lightning boundary the engine uses, and its one implementation on an embedded ldk-node.
+//!
+//! The engine sees only the [`Lightning`] trait: hold invoices for a payment hash (create,
+//! observe, settle, cancel), payouts with a fee cap, and invoice checks. Everything LDK-specific
+//! (the re-signed invoices that make the hold window real, the claim-deadline guard, the event
+//! loop, reconciliation with redb after a crash) lives in [`ldk`] and [`hold`].
 
+pub mod hold;
+pub mod invoice;
+pub mod ldk;
+pub mod lnurl;
+pub mod seed;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
+use std::time::Duration;
 
-use ldk_node::lightning_invoice::{Bolt11Invoice, Currency};
+use ldk_node::bitcoin::hex::{DisplayHex, FromHex};
+use ldk_node::lightning_invoice::Bolt11Invoice;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
-/// Why a payout destination was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvoiceError {
-    /// Neither a BOLT11 invoice nor a Lightning address.
-    #[error("not a BOLT11 invoice or Lightning address")]
-    Unparsable,
-    /// For another network.
-    #[error("invoice is for another network")]
-    WrongNetwork,
-    /// Already expired.
-    #[error("invoice has expired")]
-    Expired,
-    /// Amount differs from what the buyer is owed.
-    #[error("invoice amount differs from the amount due")]
-    WrongAmount,
+pub use invoice::{check_invoice, check_payout_destination, is_lightning_address, InvoiceError};
+pub use ldk::LdkNode;
+
+use crate::store::StoreError;
+
+/// A 32-byte payment hash.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PaymentHash(pub [u8; 32]);
+
+/// The 32-byte secret whose hash locks a payment; revealing it settles the payment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Preimage(pub [u8; 32]);
+
+impl Preimage {
+    /// The hash this preimage unlocks.
+    pub fn hash(&self) -> PaymentHash {
+        use ldk_node::bitcoin::hashes::{sha256, Hash};
+        PaymentHash(sha256::Hash::hash(&self.0).to_byte_array())
+    }
 }
 
-/// Checks a buyer's payout destination at order creation: a Lightning address (`user@domain`)
-/// or a BOLT11 invoice for `network` (`bitcoin`, `testnet`, `signet`, `regtest`) that has not
-/// expired and is amountless or for exactly `amount_sats` (when non-zero).
-pub fn check_payout_destination(
-    dest: &str,
-    amount_sats: i64,
-    now: i64,
-    network: &str,
-) -> Result<(), InvoiceError> {
-    if is_lightning_address(dest) {
-        return Ok(());
+impl fmt::Display for PaymentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_hex())
     }
-    let inv = Bolt11Invoice::from_str(dest.trim()).map_err(|_| InvoiceError::Unparsable)?;
-    let want = match network {
-        "bitcoin" => Currency::Bitcoin,
-        "testnet" => Currency::BitcoinTestnet,
-        "signet" => Currency::Signet,
-        _ => Currency::Regtest,
+}
+
+impl fmt::Debug for PaymentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for PaymentHash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        <[u8; 32]>::from_hex(s.trim())
+            .map(PaymentHash)
+            .map_err(|_| format!("{s} is not a 64-hex-digit payment hash"))
+    }
+}
+
+impl Serialize for PaymentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for PaymentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What to create a hold invoice for.
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    /// The hash the engine keeps the preimage of.
+    pub hash: PaymentHash,
+    /// Exact amount to hold.
+    pub amount_msat: u64,
+    /// Shown in the payer's wallet.
+    pub description: String,
+    /// Seconds the invoice stays payable.
+    pub expiry_secs: u32,
+}
+
+/// Where a hold invoice stands. Recorded in redb on every change, before anyone hears of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum HoldState {
+    /// Issued, not paid yet.
+    Open,
+    /// Paid and held: the payer's HTLC is locked until the box settles or cancels it.
+    Held {
+        /// Amount held.
+        amount_msat: u64,
+        /// Block height from which LDK would fail the HTLC back; the box resolves it
+        /// [`hold::GUARD_BLOCKS`] earlier.
+        deadline: u32,
+    },
+    /// Settled: the sats are the node's.
+    Settled,
+    /// Cancelled (by the engine, the guard, expiry, or a payer's too-short lock).
+    Cancelled {
+        /// Why, for the operator.
+        reason: String,
+    },
+}
+
+impl HoldState {
+    /// Settled or cancelled: nothing left to watch.
+    pub fn is_final(&self) -> bool {
+        matches!(self, HoldState::Settled | HoldState::Cancelled { .. })
+    }
+}
+
+/// A hold invoice as the box records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRecord {
+    /// Its payment hash.
+    pub hash: PaymentHash,
+    /// Amount asked for.
+    pub amount_msat: u64,
+    /// The (re-signed) invoice handed out.
+    pub invoice: String,
+    /// Unix time it stops being payable.
+    pub expires_at: u64,
+    /// Current state.
+    pub state: HoldState,
+}
+
+/// How an outgoing payment ended (or that it has not yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PayOutcome {
+    /// Paid; the routing fee it cost.
+    Succeeded {
+        /// Routing fee paid.
+        fee_msat: u64,
+    },
+    /// Failed for good; no sats left the node.
+    Failed {
+        /// Why, in words.
+        reason: String,
+    },
+    /// Still in flight (the time-out passed first); the outcome arrives as an event.
+    Pending,
+}
+
+/// Something that happened on the Lightning node, for whoever is listening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LnEvent {
+    /// A hold invoice was paid and is now held.
+    HoldHeld {
+        /// Its hash.
+        hash: PaymentHash,
+        /// Amount held.
+        amount_msat: u64,
+        /// LDK's claim deadline.
+        deadline: u32,
+    },
+    /// A held payment was settled.
+    HoldSettled {
+        /// Its hash.
+        hash: PaymentHash,
+    },
+    /// A hold invoice was cancelled (the payer has the sats back, if it had paid).
+    HoldCancelled {
+        /// Its hash.
+        hash: PaymentHash,
+        /// Why.
+        reason: String,
+    },
+    /// An outgoing payment ended.
+    Paid {
+        /// Its hash.
+        hash: PaymentHash,
+        /// How.
+        outcome: PayOutcome,
+    },
+    /// An ordinary invoice of the node's was paid.
+    Received {
+        /// Its hash.
+        hash: PaymentHash,
+        /// Amount received.
+        amount_msat: u64,
+    },
+    /// A channel changed state (`pending`, `ready`, `closed`).
+    Channel {
+        /// Channel id, hex.
+        channel_id: String,
+        /// New state.
+        state: &'static str,
+    },
+}
+
+/// A Lightning failure, worded for whoever called.
+#[derive(Debug, thiserror::Error)]
+pub enum LightningError {
+    /// The LDK node refused or failed.
+    #[error("Lightning node: {0}")]
+    Node(#[from] ldk_node::NodeError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The invoice is unusable.
+    #[error(transparent)]
+    Invoice(#[from] InvoiceError),
+    /// No hold invoice with that hash.
+    #[error("no hold invoice with hash {0}")]
+    UnknownHold(PaymentHash),
+    /// The hold invoice is not in a state that allows this.
+    #[error("hold invoice {hash} is {state}, so it cannot be {action}")]
+    WrongHoldState {
+        /// Its hash.
+        hash: PaymentHash,
+        /// Its state, in words.
+        state: String,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// Re-signing a hold invoice failed.
+    #[error(transparent)]
+    Reissue(#[from] hold::ReissueError),
+    /// The node could not be built or started.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// A boxed future, so the trait can be used as `dyn Lightning`.
+pub type LnFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LightningError>> + Send + 'a>>;
+
+/// The Lightning operations the escrow engine needs.
+pub trait Lightning: Send + Sync {
+    /// Creates a hold invoice for `req.hash` whose payment stays held for the configured window,
+    /// records it, and returns the BOLT11 text to hand to the payer.
+    fn create_hold_invoice(&self, req: HoldRequest) -> LnFuture<'_, String>;
+    /// Settles a held payment with its preimage.
+    fn settle_hold(&self, preimage: Preimage) -> LnFuture<'_, ()>;
+    /// Cancels a hold invoice; a held payment goes back to the payer.
+    fn cancel_hold(&self, hash: PaymentHash) -> LnFuture<'_, ()>;
+    /// The recorded state of a hold invoice.
+    fn hold(&self, hash: PaymentHash) -> Result<Option<HoldRecord>, LightningError>;
+    /// Starts paying `invoice` (with `amount_msat` when it has none) for at most `max_fee_msat`
+    /// in routing fees; the outcome arrives as [`LnEvent::Paid`] and via [`Lightning::payment`].
+    fn pay(
+        &self,
+        invoice: &Bolt11Invoice,
+        amount_msat: Option<u64>,
+        max_fee_msat: u64,
+    ) -> Result<PaymentHash, LightningError>;
+    /// Where an outgoing payment stands (`None`: the node never tried it).
+    fn payment(&self, hash: PaymentHash) -> Option<PayOutcome>;
+    /// Checks an invoice the box is asked to pay: the node's network, the amount due (if
+    /// given), valid for at least `valid_for` more seconds, and an acceptable final CLTV.
+    fn check_invoice(
+        &self,
+        text: &str,
+        amount_msat: Option<u64>,
+        valid_for: u64,
+    ) -> Result<Bolt11Invoice, InvoiceError>;
+    /// Events from now on.
+    fn subscribe(&self) -> broadcast::Receiver<LnEvent>;
+    /// The chain tip the node has seen.
+    fn height(&self) -> u32;
+}
+
+/// Pays and waits up to `timeout` for the outcome (`Pending` if it has not ended by then).
+pub async fn pay_and_wait(
+    ln: &dyn Lightning,
+    invoice: &Bolt11Invoice,
+    amount_msat: Option<u64>,
+    max_fee_msat: u64,
+    timeout: Duration,
+) -> Result<PayOutcome, LightningError> {
+    let mut events = ln.subscribe();
+    let hash = ln.pay(invoice, amount_msat, max_fee_msat)?;
+    let wait = async {
+        loop {
+            if let Some(done) = ln.payment(hash).filter(|o| *o != PayOutcome::Pending) {
+                return done;
+            }
+            match events.recv().await {
+                Ok(LnEvent::Paid { hash: h, outcome }) if h == hash => return outcome,
+                Err(broadcast::error::RecvError::Closed) => return PayOutcome::Pending,
+                _ => {}
+            }
+        }
     };
-    if inv.currency() != want {
-        return Err(InvoiceError::WrongNetwork);
-    }
-    let expires = inv.duration_since_epoch() + inv.expiry_time();
-    if expires.as_secs() as i64 <= now {
-        return Err(InvoiceError::Expired);
-    }
-    match inv.amount_milli_satoshis() {
-        None => Ok(()),
-        Some(msat) if amount_sats == 0 || msat == amount_sats as u64 * 1000 => Ok(()),
-        Some(_) => Err(InvoiceError::WrongAmount),
-    }
-}
-
-/// `user@domain.tld` with the characters LUD-16 allows.
-pub fn is_lightning_address(s: &str) -> bool {
-    let Some((user, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !user.is_empty()
-        && user
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.+".contains(c))
-        && domain.contains('.')
-        && domain
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_and_garbage() {
-        assert!(check_payout_destination("alice@example.org", 0, 0, "bitcoin").is_ok());
-        assert_eq!(
-            check_payout_destination("lnbc1garbage", 0, 0, "bitcoin"),
-            Err(InvoiceError::Unparsable)
-        );
-        assert!(!is_lightning_address("no-at-sign"));
-    }
+    Ok(tokio::time::timeout(timeout, wait)
+        .await
+        .unwrap_or(PayOutcome::Pending))
 }

@@ -41,6 +41,12 @@ pub const DISPUTES: TableDefinition<u128, &[u8]> = TableDefinition::new("dispute
 /// Replies decided but not yet signed and published: seq -> JSON.
 pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
+/// Hold invoices by payment hash, as JSON [`crate::lightning::HoldRecord`]s (kept after they end).
+pub const HOLDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("holds");
+/// Hold invoices not yet settled or cancelled: what the deadline guard watches. Start-up reads
+/// only this, so it does not slow down as finished trades pile up.
+pub const OPEN_HOLDS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("open_holds");
+
 pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(META)?;
     txn.open_table(EVENTS)?;
@@ -52,6 +58,8 @@ pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError>
     txn.open_table(USERS)?;
     txn.open_table(DISPUTES)?;
     txn.open_table(OUTBOX)?;
+    txn.open_table(HOLDS)?;
+    txn.open_table(OPEN_HOLDS)?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! Shared test harness: start a box (in this process or as the real binary), and make traders
-//! that talk to it over a real WebSocket with mostro-core's own wrap/unwrap.
+//! Shared test harness: start a regtest bitcoind, start a box on it (in this process or as the
+//! real binary), make Lightning wallets for traders, and make traders that talk to the box over
+//! a real WebSocket with mostro-core's own wrap/unwrap.
 
 #![allow(dead_code)]
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use mostro_box::config::Settings;
 use mostro_box::node::{self, Running};
+use mostro_box::regtest::{self, Bitcoind};
 use mostro_core::prelude::*;
 use nostr_sdk::prelude::{
     Client, Event, Filter, Keys, Kind, PublicKey, RelayPoolNotification, Timestamp,
@@ -36,36 +38,54 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Settings overrides for a box on `port`.
-pub fn base_overrides(port: u16) -> Vec<String> {
-    vec![
+/// A regtest bitcoind of the test's own (killed when dropped), with the chain at height 1.
+/// The executable comes from `BITCOIND_EXE` or `.cache/bitcoind` (which `.ci/run` fills).
+pub async fn start_chain() -> Arc<Bitcoind> {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/bitcoind");
+    let exe = regtest::find_or_provision_bitcoind(&cache).expect("a regtest bitcoind");
+    let chain = Bitcoind::start(&exe, &temp_dir("bitcoind")).await.unwrap();
+    chain.mine(1).await.unwrap();
+    Arc::new(chain)
+}
+
+/// Settings overrides for a box on `port` whose Lightning node uses `chain`.
+pub fn base_overrides(port: u16, chain: &Bitcoind) -> Vec<String> {
+    let mut o = vec![
         format!("relay.listen=127.0.0.1:{port}"),
         format!("relay.public_url=ws://127.0.0.1:{port}"),
-        "lightning.network=regtest".into(),
         "mostro.fiat_currencies_accepted=[\"USD\",\"VES\",\"EUR\"]".into(),
         // A price API that answers nothing: tests that need prices start their own stub.
         "price.api_url=http://127.0.0.1:9".into(),
-    ]
+    ];
+    o.extend(mostro_box::cli::regtest_overrides(chain).unwrap());
+    o
 }
 
-/// A box running inside the test process.
+/// A box running inside the test process, on its own regtest chain.
 pub struct TestBox {
     pub dir: PathBuf,
     pub url: String,
     pub running: Running,
     pub settings: Settings,
+    pub chain: Arc<Bitcoind>,
 }
 
 impl TestBox {
     pub async fn start(extra: &[&str]) -> Self {
-        let dir = temp_dir("box");
-        node::init(&dir).unwrap();
-        Self::start_in(dir, extra).await
+        let chain = start_chain().await;
+        Self::start_on(chain, extra).await
     }
 
-    pub async fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
+    /// A new box on an existing chain.
+    pub async fn start_on(chain: Arc<Bitcoind>, extra: &[&str]) -> Self {
+        let dir = temp_dir("box");
+        node::init(&dir, None).unwrap();
+        Self::start_in(dir, chain, extra).await
+    }
+
+    pub async fn start_in(dir: PathBuf, chain: Arc<Bitcoind>, extra: &[&str]) -> Self {
         let port = free_port();
-        let mut o = base_overrides(port);
+        let mut o = base_overrides(port, &chain);
         o.extend(extra.iter().map(|s| s.to_string()));
         let settings = Settings::load(&dir, Vec::<(String, String)>::new(), &o).unwrap();
         let running = node::start(&dir, settings.clone()).await.unwrap();
@@ -74,7 +94,13 @@ impl TestBox {
             url: format!("ws://127.0.0.1:{port}"),
             running,
             settings,
+            chain,
         }
+    }
+
+    /// The box's Lightning node.
+    pub fn ln(&self) -> &Arc<ldk_node::Node> {
+        self.running.lightning.node()
     }
 
     pub fn pubkey(&self) -> PublicKey {
@@ -95,13 +121,17 @@ impl BoxProcess {
     }
 
     /// Starts `mostro-box run` on `dir` (which must be initialised) and waits for its relay.
-    pub async fn spawn(dir: &Path, port: u16) -> Self {
+    pub async fn spawn(dir: &Path, port: u16, chain: &Bitcoind, extra: &[String]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mostro-box"));
         cmd.arg("--data-dir").arg(dir).arg("run");
-        for o in base_overrides(port) {
+        for o in base_overrides(port, chain).iter().chain(extra) {
             cmd.arg("--set").arg(o);
         }
-        let log = std::fs::File::create(dir.join("box.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("box.log"))
+            .unwrap();
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -112,7 +142,7 @@ impl BoxProcess {
             dir: dir.to_path_buf(),
             port,
         };
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + Duration::from_secs(60);
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_err()

@@ -1,0 +1,476 @@
+//! One function per operator request. Each checks its input first and answers a one-line
+//! error naming the problem and the fix; nothing changes on bad input.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use hyper::Method;
+use ldk_node::bitcoin::secp256k1::PublicKey;
+use ldk_node::bitcoin::{Address, Network};
+use ldk_node::lightning::ln::msgs::SocketAddress;
+use ldk_node::lightning_invoice::{Bolt11InvoiceDescription, Description};
+use ldk_node::{ChannelDetails, NodeError, UserChannelId};
+use redb::{ReadableTable, ReadableTableMetadata};
+use serde_json::{json, Value};
+
+use super::{ApiContext, ApiError};
+use crate::engine::order::Order;
+use crate::lightning::{lnurl, pay_and_wait, Lightning, PayOutcome};
+use crate::store::{decode, ORDERS};
+
+/// Dispatches a request to its handler.
+pub async fn route(
+    ctx: &ApiContext,
+    method: &Method,
+    path: &str,
+    query: &str,
+    input: Value,
+) -> Result<Value, ApiError> {
+    match (method.as_str(), path) {
+        ("GET", "/v1/status") => status(ctx),
+        ("POST", "/v1/wallet/address") => wallet_address(ctx),
+        ("GET", "/v1/wallet/balance") => Ok(balances(ctx)),
+        ("POST", "/v1/wallet/send") => wallet_send(ctx, &input),
+        ("POST", "/v1/peer/connect") => peer_connect(ctx, &input),
+        ("GET", "/v1/peer/list") => Ok(peer_list(ctx)),
+        ("POST", "/v1/peer/disconnect") => peer_disconnect(ctx, &input),
+        ("POST", "/v1/channel/open") => channel_open(ctx, &input),
+        ("POST", "/v1/channel/close") => channel_close(ctx, &input),
+        ("GET", "/v1/channel/list") => Ok(channel_list(ctx)),
+        ("POST", "/v1/invoice/create") => invoice_create(ctx, &input),
+        ("POST", "/v1/pay") => pay(ctx, &input).await,
+        ("GET", "/v1/order/list") => order_list(ctx),
+        ("GET", "/v1/order/show") => order_show(ctx, query),
+        _ => Err(ApiError::not_found(format!(
+            "no API endpoint {method} {path}; is the CLI the same version as the daemon?"
+        ))),
+    }
+}
+
+fn status(ctx: &ApiContext) -> Result<Value, ApiError> {
+    let node = ctx.lightning.node();
+    let st = node.status();
+    let channels = node.list_channels();
+    let (pending, holds) = {
+        let read = ctx.store.read().map_err(ApiError::internal)?;
+        let orders = read.open_table(ORDERS).map_err(ApiError::internal)?;
+        let mut active = 0;
+        for entry in orders.iter().map_err(ApiError::internal)? {
+            let (_, bytes) = entry.map_err(ApiError::internal)?;
+            let o: Order = decode("orders", bytes.value()).map_err(ApiError::internal)?;
+            if !o.is_terminal() {
+                active += 1;
+            }
+        }
+        let holds = read
+            .open_table(crate::store::OPEN_HOLDS)
+            .map_err(ApiError::internal)?
+            .len()
+            .map_err(ApiError::internal)?;
+        (active, holds)
+    };
+    Ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": ctx.started.elapsed().as_secs(),
+        "npub": ctx.npub,
+        "relay_url": ctx.settings.relay.public_url,
+        "network": ctx.settings.lightning.network,
+        "lightning": {
+            "node_id": node.node_id().to_string(),
+            "listening": node.listening_addresses().unwrap_or_default()
+                .iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "block_height": st.current_best_block.height,
+            "last_wallet_sync": st.latest_onchain_wallet_sync_timestamp,
+            "channels": channels.len(),
+            "usable_channels": channels.iter().filter(|c| c.is_usable).count(),
+            "peers": node.list_peers().iter().filter(|p| p.is_connected).count(),
+            "open_holds": holds,
+        },
+        "balances": balances(ctx),
+        "active_orders": pending,
+    }))
+}
+
+fn balances(ctx: &ApiContext) -> Value {
+    let b = ctx.lightning.node().list_balances();
+    let channels = ctx.lightning.node().list_channels();
+    json!({
+        "onchain_total_sats": b.total_onchain_balance_sats,
+        "onchain_spendable_sats": b.spendable_onchain_balance_sats,
+        "anchor_reserve_sats": b.total_anchor_channels_reserve_sats,
+        "lightning_sats": b.total_lightning_balance_sats,
+        "outbound_sats": channels.iter().map(|c| c.outbound_capacity_msat).sum::<u64>() / 1000,
+        "inbound_sats": channels.iter().map(|c| c.inbound_capacity_msat).sum::<u64>() / 1000,
+    })
+}
+
+fn wallet_address(ctx: &ApiContext) -> Result<Value, ApiError> {
+    let addr = ctx
+        .lightning
+        .node()
+        .onchain_payment()
+        .new_address()
+        .map_err(ln_err)?;
+    Ok(json!({ "address": addr.to_string() }))
+}
+
+fn wallet_send(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+    let network = ctx.settings.lightning.bitcoin_network();
+    let address = parse_address(str_field(input, "address")?, network)?;
+    let onchain = ctx.lightning.node().onchain_payment();
+    let txid = if input["all"].as_bool() == Some(true) {
+        onchain
+            .send_all_to_address(&address, true, None)
+            .map_err(ln_err)?
+    } else {
+        let sats = u64_field(input, "sats")?;
+        let spendable = ctx
+            .lightning
+            .node()
+            .list_balances()
+            .spendable_onchain_balance_sats;
+        if sats > spendable {
+            return Err(ApiError::bad(format!(
+                "{sats} sats is more than the {spendable} sats the on-chain wallet can spend \
+                 (some may be reserved for channels); send less or `all`"
+            )));
+        }
+        onchain
+            .send_to_address(&address, sats, None)
+            .map_err(ln_err)?
+    };
+    Ok(json!({ "txid": txid.to_string() }))
+}
+
+fn peer_connect(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+    let (node_id, address) = parse_peer(str_field(input, "peer")?)?;
+    let address =
+        address.ok_or_else(|| ApiError::bad("give the peer as NODE_ID@HOST:PORT to connect"))?;
+    ctx.lightning
+        .node()
+        .connect(node_id, address, true)
+        .map_err(|e| ApiError::bad(format!("cannot connect to {node_id}: {e}")))?;
+    Ok(json!({ "connected": node_id.to_string() }))
+}
+
+fn peer_list(ctx: &ApiContext) -> Value {
+    let peers: Vec<Value> = ctx
+        .lightning
+        .node()
+        .list_peers()
+        .iter()
+        .map(|p| {
+            json!({
+                "node_id": p.node_id.to_string(),
+                "address": p.address.to_string(),
+                "connected": p.is_connected,
+                "persisted": p.is_persisted,
+            })
+        })
+        .collect();
+    json!({ "peers": peers })
+}
+
+fn peer_disconnect(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+    let (node_id, _) = parse_peer(str_field(input, "peer")?)?;
+    let node = ctx.lightning.node();
+    if !node.list_peers().iter().any(|p| p.node_id == node_id) {
+        return Err(ApiError::not_found(format!(
+            "{node_id} is not a peer; `mostro-box peer list` shows the peers"
+        )));
+    }
+    node.disconnect(node_id).map_err(ln_err)?;
+    Ok(json!({ "disconnected": node_id.to_string() }))
+}
+
+fn channel_open(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+    let (node_id, address) = parse_peer(str_field(input, "peer")?)?;
+    let node = ctx.lightning.node();
+    let address = match address {
+        Some(a) => a,
+        None => node
+            .list_peers()
+            .into_iter()
+            .find(|p| p.node_id == node_id)
+            .map(|p| p.address)
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "{node_id} is not a known peer: give it as NODE_ID@HOST:PORT"
+                ))
+            })?,
+    };
+    let sats = u64_field(input, "sats")?;
+    let push_sats = input["push_sats"].as_u64().unwrap_or(0);
+    if push_sats >= sats {
+        return Err(ApiError::bad(
+            "push_sats must be less than the channel size",
+        ));
+    }
+    let b = node.list_balances();
+    if sats > b.spendable_onchain_balance_sats {
+        return Err(ApiError::bad(format!(
+            "a {sats}-sat channel needs more than the {} sats the on-chain wallet can spend; \
+             fund it (`mostro-box wallet address`) or open a smaller channel",
+            b.spendable_onchain_balance_sats
+        )));
+    }
+    let push = (push_sats > 0).then_some(push_sats * 1000);
+    let id = if input["announce"].as_bool() == Some(true) {
+        node.open_announced_channel(node_id, address, sats, push, None)
+    } else {
+        node.open_channel(node_id, address, sats, push, None)
+    }
+    .map_err(|e| match e {
+        NodeError::InsufficientFunds => ApiError::bad(
+            "not enough on-chain funds for the channel plus its fee and anchor reserve",
+        ),
+        NodeError::ConnectionFailed => {
+            ApiError::bad(format!("cannot connect to {node_id}; check the address"))
+        }
+        e => ApiError::bad(e.to_string()),
+    })?;
+    Ok(json!({ "user_channel_id": id.0.to_string() }))
+}
+
+fn channel_close(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+    let wanted = str_field(input, "channel_id")?;
+    let node = ctx.lightning.node();
+    let channels = node.list_channels();
+    let channel = find_channel(&channels, wanted).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no channel {wanted}; `mostro-box channel list` shows the ids"
+        ))
+    })?;
+    let force = input["force"].as_bool() == Some(true);
+    if force {
+        node.force_close_channel(
+            &channel.user_channel_id,
+            channel.counterparty_node_id,
+            Some("closed by the operator".into()),
+        )
+    } else {
+        node.close_channel(&channel.user_channel_id, channel.counterparty_node_id)
+    }
+    .map_err(ln_err)?;
+    Ok(json!({ "closing": channel.channel_id.to_string(), "force": force }))
+}
+
+/// A channel by its channel id or user channel id.
+fn find_channel<'a>(channels: &'a [ChannelDetails], wanted: &str) -> Option<&'a ChannelDetails> {
+    let wanted = wanted.trim();
+    channels.iter().find(|c| {
+        c.channel_id.to_string() == wanted
+            || UserChannelId(wanted.parse().unwrap_or(u128::MAX)) == c.user_channel_id
+    })
+}
+
+/// A channel's life stage as the CLI shows it: `pending` (funding unconfirmed), `confirming`,
+/// `ready` (usable) or `offline` (ready but the peer is disconnected).
+pub fn channel_state(c: &ChannelDetails) -> &'static str {
+    match (
+        c.confirmations.unwrap_or(0),
+        c.is_channel_ready,
+        c.is_usable,
+    ) {
+        (_, true, true) => "ready",
+        (_, true, false) => "offline",
+        (0, false, _) => "pending",
+        _ => "confirming",
+    }
+}
+
+fn channel_list(ctx: &ApiContext) -> Value {
+    let channels: Vec<Value> = ctx
+        .lightning
+        .node()
+        .list_channels()
+        .iter()
+        .map(|c| {
+            json!({
+                "channel_id": c.channel_id.to_string(),
+                "user_channel_id": c.user_channel_id.0.to_string(),
+                "peer": c.counterparty_node_id.to_string(),
+                "capacity_sats": c.channel_value_sats,
+                "outbound_sats": c.outbound_capacity_msat / 1000,
+                "inbound_sats": c.inbound_capacity_msat / 1000,
+                "state": channel_state(c),
+                "confirmations": c.confirmations.unwrap_or(0),
+                "confirmations_required": c.confirmations_required.unwrap_or(0),
+                "opened_by_us": c.is_outbound,
+                "announced": c.is_announced,
+            })
+        })
+        .collect();
+    json!({ "channels": channels })
+}
+
+fn invoice_create(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+    let sats = input["sats"].as_u64().unwrap_or(0);
+    let text = input["description"].as_str().unwrap_or("mostro-box");
+    let desc = Description::new(text.to_string())
+        .map_err(|_| ApiError::bad("description too long (at most 639 bytes)"))?;
+    let desc = Bolt11InvoiceDescription::Direct(desc);
+    let expiry = input["expiry_secs"]
+        .as_u64()
+        .unwrap_or(3600)
+        .min(u32::MAX as u64) as u32;
+    let bolt11 = ctx.lightning.node().bolt11_payment();
+    let inv = if sats == 0 {
+        bolt11.receive_variable_amount(&desc, expiry)
+    } else {
+        bolt11.receive(sats * 1000, &desc, expiry)
+    }
+    .map_err(ln_err)?;
+    Ok(json!({
+        "invoice": inv.to_string(),
+        "payment_hash": inv.payment_hash().to_string(),
+    }))
+}
+
+async fn pay(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+    let target = str_field(input, "invoice")?.trim();
+    let sats = input["sats"].as_u64();
+    let ln = ctx.lightning.as_ref();
+    let text = if crate::lightning::is_lightning_address(target) {
+        let sats = sats.ok_or_else(|| ApiError::bad("paying a Lightning address needs --sats"))?;
+        let allow_local = ctx.settings.lightning.network == "regtest";
+        lnurl::resolve(target, sats * 1000, allow_local)
+            .await
+            .map_err(|e| ApiError::bad(e.to_string()))?
+    } else {
+        target.to_string()
+    };
+    let invoice = ln
+        .check_invoice(&text, None, 0)
+        .map_err(|e| ApiError::bad(format!("{e}")))?;
+    let amount_msat = match (invoice.amount_milli_satoshis(), sats) {
+        (Some(a), _) => a,
+        (None, Some(s)) => s * 1000,
+        (None, None) => {
+            return Err(ApiError::bad(
+                "the invoice has no amount: say how much with --sats",
+            ))
+        }
+    };
+    let outbound: u64 = ctx
+        .lightning
+        .node()
+        .list_channels()
+        .iter()
+        .filter(|c| c.is_usable)
+        .map(|c| c.outbound_capacity_msat)
+        .sum();
+    if amount_msat > outbound {
+        return Err(ApiError::bad(format!(
+            "{} sats is more than the {} sats the node can send over its channels",
+            amount_msat / 1000,
+            outbound / 1000
+        )));
+    }
+    let max_fee_msat = match input["max_fee_sats"].as_u64() {
+        Some(f) => f * 1000,
+        // The reference daemon's default cap: 0.2 % of the amount, at least 10 sats.
+        None => (amount_msat / 500).max(10_000),
+    };
+    let timeout = Duration::from_secs(input["timeout_secs"].as_u64().unwrap_or(60));
+    let hash = invoice.payment_hash().to_string();
+    let outcome = pay_and_wait(
+        ln,
+        &invoice,
+        invoice
+            .amount_milli_satoshis()
+            .is_none()
+            .then_some(amount_msat),
+        max_fee_msat,
+        timeout,
+    )
+    .await
+    .map_err(|e| ApiError::bad(e.to_string()))?;
+    let mut out = serde_json::to_value(&outcome).map_err(ApiError::internal)?;
+    out["payment_hash"] = json!(hash);
+    out["amount_sats"] = json!(amount_msat / 1000);
+    if let PayOutcome::Failed { reason } = &outcome {
+        out["error"] = json!(format!("payment failed: {reason}"));
+    }
+    Ok(out)
+}
+
+fn order_list(ctx: &ApiContext) -> Result<Value, ApiError> {
+    let read = ctx.store.read().map_err(ApiError::internal)?;
+    let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
+    let mut orders = Vec::new();
+    for entry in table.iter().map_err(ApiError::internal)? {
+        let (_, bytes) = entry.map_err(ApiError::internal)?;
+        let o: Order = decode("orders", bytes.value()).map_err(ApiError::internal)?;
+        orders.push(json!({
+            "id": o.id.to_string(),
+            "kind": o.kind.to_string(),
+            "status": o.status.to_string(),
+            "amount_sats": o.amount,
+            "fiat": format!("{} {}", o.fiat_amount, o.fiat_code),
+            "created_at": o.created_at,
+        }));
+    }
+    Ok(json!({ "orders": orders }))
+}
+
+fn order_show(ctx: &ApiContext, query: &str) -> Result<Value, ApiError> {
+    let id = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("id="))
+        .ok_or_else(|| ApiError::bad("give the order id"))?;
+    let uuid = uuid::Uuid::parse_str(id)
+        .map_err(|_| ApiError::bad(format!("{id} is not an order id (a UUID)")))?;
+    let read = ctx.store.read().map_err(ApiError::internal)?;
+    let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
+    let bytes = table
+        .get(uuid.as_u128())
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no order {uuid}")))?;
+    let o: Order = decode("orders", bytes.value()).map_err(ApiError::internal)?;
+    serde_json::to_value(&o).map_err(ApiError::internal)
+}
+
+fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+    input[name]
+        .as_str()
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::bad(format!("missing {name}")))
+}
+
+fn u64_field(input: &Value, name: &str) -> Result<u64, ApiError> {
+    input[name]
+        .as_u64()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError::bad(format!("{name} must be a positive whole number of sats")))
+}
+
+fn parse_address(text: &str, network: Network) -> Result<Address, ApiError> {
+    let unchecked = Address::from_str(text.trim())
+        .map_err(|_| ApiError::bad(format!("{text} is not a bitcoin address")))?;
+    unchecked.require_network(network).map_err(|_| {
+        ApiError::bad(format!(
+            "{text} is not an address for {network}, the network this node runs on"
+        ))
+    })
+}
+
+/// `NODE_ID` or `NODE_ID@HOST:PORT`.
+fn parse_peer(text: &str) -> Result<(PublicKey, Option<SocketAddress>), ApiError> {
+    let (id, addr) = match text.trim().split_once('@') {
+        Some((id, addr)) => (id, Some(addr)),
+        None => (text.trim(), None),
+    };
+    let node_id = PublicKey::from_str(id)
+        .map_err(|_| ApiError::bad(format!("{id} is not a node id (66 hex digits)")))?;
+    let address = addr
+        .map(|a| {
+            SocketAddress::from_str(a).map_err(|_| ApiError::bad(format!("{a} is not HOST:PORT")))
+        })
+        .transpose()?;
+    Ok((node_id, address))
+}
+
+fn ln_err(e: NodeError) -> ApiError {
+    ApiError::bad(format!("Lightning node: {e}"))
+}

@@ -1,0 +1,112 @@
+//! `mostro-box dev`: a whole Lightning + Nostr playground on this machine. It provisions and
+//! starts a regtest bitcoind, starts the box on it, a liquidity peer with channels to and from
+//! the box, and two funded trader wallets (alice and bob) with channels to the peer, then prints
+//! how to point mostro-cli at it. Ctrl-C stops all of it; state is kept in the dev data
+//! directory, so the next run starts where this one stopped.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ldk_node::Node;
+use nostr::ToBech32;
+
+use crate::config::Settings;
+use crate::node;
+use crate::regtest::{self, Bitcoind};
+
+/// Sats in each channel the playground opens; half is pushed to the other side so money can
+/// flow both ways from the start.
+const CHANNEL_SATS: u64 = 2_000_000;
+
+/// Runs the playground in `dir` with extra `--set` overrides until Ctrl-C.
+pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
+    if !dir.join(crate::keys::NODE_KEY_FILE).exists() {
+        node::init(dir, None)?;
+    }
+    let exe = regtest::find_or_provision_bitcoind(&super::bitcoind_cache())?;
+    let bitcoind = Bitcoind::start(&exe, &dir.join("bitcoind"))
+        .await
+        .context("starting bitcoind")?;
+    if bitcoind.height().await? == 0 {
+        bitcoind.mine(1).await?;
+    }
+    let mut set = vec![
+        "relay.listen=127.0.0.1:7777".to_string(),
+        "relay.public_url=ws://127.0.0.1:7777".to_string(),
+        "mostro.fiat_currencies_accepted=[]".to_string(),
+    ];
+    set.extend(super::regtest_overrides(&bitcoind)?);
+    set.append(&mut overrides);
+    let settings = Settings::load(dir, std::env::vars(), &set)?;
+    let url = settings.relay.public_url.clone();
+    let running = node::start(dir, settings).await?;
+    let peers = dir.join("peers");
+    let lsp = regtest::start_wallet(&peers.join("liquidity"), &bitcoind, "liquidity-peer")?;
+    let alice = regtest::start_wallet(&peers.join("alice"), &bitcoind, "alice")?;
+    let bob = regtest::start_wallet(&peers.join("bob"), &bitcoind, "bob")?;
+    let the_box = running.lightning.node().clone();
+    let all = [&the_box, &lsp, &alice, &bob];
+    for n in &all[1..] {
+        connect(n, &the_box)?;
+    }
+    connect(&alice, &lsp)?;
+    connect(&bob, &lsp)?;
+    if the_box.list_channels().is_empty() {
+        eprintln!("First run: funding the wallets and opening channels on regtest...");
+        let nodes: Vec<&Node> = all.iter().map(|n| n.as_ref()).collect();
+        regtest::fund(&bitcoind, &nodes, 1).await?;
+        eprintln!("  box <-> liquidity peer");
+        regtest::open_channel(&bitcoind, &the_box, &lsp, CHANNEL_SATS, CHANNEL_SATS / 2).await?;
+        for (name, trader) in [("alice", &alice), ("bob", &bob)] {
+            eprintln!("  {name} <-> liquidity peer");
+            regtest::open_channel(&bitcoind, trader, &lsp, CHANNEL_SATS, CHANNEL_SATS / 2).await?;
+        }
+    }
+    let npub = running.pubkey.to_bech32()?;
+    println!("mostro-box dev playground is running (regtest)");
+    println!("  relay:     {url}");
+    println!("  npub:      {npub}");
+    println!("  lightning: {}", the_box.node_id());
+    println!(
+        "  liquidity peer {} with channels to the box and to alice ({}) and bob ({})",
+        lsp.node_id(),
+        alice.node_id(),
+        bob.node_id()
+    );
+    println!(
+        "  operator:  mostro-box --data-dir {} status   (also: channel list, order list, ...)",
+        dir.display()
+    );
+    println!("Point mostro-cli at it with:");
+    println!("  export MOSTRO_PUBKEY={npub}");
+    println!("  export RELAYS={url}");
+    println!("Ctrl-C stops everything.");
+    let result = running
+        .run_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    println!("stopping");
+    for n in [lsp, alice, bob] {
+        stop(n);
+    }
+    let _ = bitcoind.rpc("stop", serde_json::json!([])).await;
+    drop(bitcoind);
+    result.context("the engine stopped")
+}
+
+fn connect(from: &Node, to: &Node) -> anyhow::Result<()> {
+    let addr = to
+        .listening_addresses()
+        .and_then(|a| a.first().cloned())
+        .context("peer has no listening address")?;
+    from.connect(to.node_id(), addr, true)
+        .with_context(|| format!("connecting to {}", to.node_id()))
+}
+
+fn stop(node: Arc<Node>) {
+    if let Err(e) = node.stop() {
+        tracing::warn!("stopping a playground wallet: {e}");
+    }
+}

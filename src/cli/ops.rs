@@ -1,0 +1,332 @@
+//! Operator commands: each is one API request to the running daemon, printed as a table or
+//! key/value lines (or as the raw JSON with `--json`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde_json::{json, Value};
+
+use super::{ChannelCommand, Command, InvoiceCommand, OrderCommand, PeerCommand, WalletCommand};
+use crate::api::client::call;
+
+/// Runs an operator command against the daemon of `data_dir`.
+pub async fn run(data_dir: &Path, as_json: bool, command: Command) -> anyhow::Result<()> {
+    let get = |path: &'static str| call(data_dir, "GET", path, None);
+    let post = |path: &'static str, body: Value| call(data_dir, "POST", path, Some(body));
+    let (value, render): (Value, fn(&Value) -> String) = match command {
+        Command::Status => (get("/v1/status").await?, render_status),
+        Command::Wallet { what } => match what {
+            WalletCommand::Address => (post("/v1/wallet/address", json!({})).await?, |v| {
+                v["address"].as_str().unwrap_or_default().to_string()
+            }),
+            WalletCommand::Balance => (get("/v1/wallet/balance").await?, render_balance),
+            WalletCommand::Send { address, amount } => {
+                let body = if amount == "all" {
+                    json!({ "address": address, "all": true })
+                } else {
+                    let sats: u64 = amount.parse().map_err(|_| {
+                        anyhow::anyhow!("{amount} is not a number of sats or `all`")
+                    })?;
+                    json!({ "address": address, "sats": sats })
+                };
+                (post("/v1/wallet/send", body).await?, |v| {
+                    format!("sent: {}", v["txid"].as_str().unwrap_or_default())
+                })
+            }
+        },
+        Command::Peer { what } => match what {
+            PeerCommand::Connect { peer } => (
+                post("/v1/peer/connect", json!({ "peer": peer })).await?,
+                |v| {
+                    format!(
+                        "connected to {}",
+                        v["connected"].as_str().unwrap_or_default()
+                    )
+                },
+            ),
+            PeerCommand::List => (get("/v1/peer/list").await?, |v| {
+                table(
+                    &v["peers"],
+                    &[
+                        ("NODE ID", "node_id"),
+                        ("ADDRESS", "address"),
+                        ("CONNECTED", "connected"),
+                    ],
+                )
+            }),
+            PeerCommand::Disconnect { node_id } => (
+                post("/v1/peer/disconnect", json!({ "peer": node_id })).await?,
+                |v| {
+                    format!(
+                        "disconnected {}",
+                        v["disconnected"].as_str().unwrap_or_default()
+                    )
+                },
+            ),
+        },
+        Command::Channel { what } => match what {
+            ChannelCommand::Open {
+                peer,
+                sats,
+                push_sats,
+                announce,
+                no_wait,
+            } => {
+                let body = json!({ "peer": peer, "sats": sats, "push_sats": push_sats, "announce": announce });
+                let opened = post("/v1/channel/open", body).await?;
+                if as_json || no_wait {
+                    (opened, |v| {
+                        format!(
+                            "channel opening (user channel id {}); follow it with `mostro-box channel list`",
+                            v["user_channel_id"].as_str().unwrap_or_default()
+                        )
+                    })
+                } else {
+                    let id = opened["user_channel_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    follow_channel(data_dir, &id).await?;
+                    return Ok(());
+                }
+            }
+            ChannelCommand::Close { channel_id, force } => (
+                post(
+                    "/v1/channel/close",
+                    json!({ "channel_id": channel_id, "force": force }),
+                )
+                .await?,
+                |v| {
+                    if v["force"].as_bool() == Some(true) {
+                        format!(
+                            "force-closing {}: the funds return on-chain after the peer's contest delay",
+                            v["closing"].as_str().unwrap_or_default()
+                        )
+                    } else {
+                        format!("closing {}", v["closing"].as_str().unwrap_or_default())
+                    }
+                },
+            ),
+            ChannelCommand::List => (get("/v1/channel/list").await?, |v| {
+                table(
+                    &v["channels"],
+                    &[
+                        ("CHANNEL ID", "channel_id"),
+                        ("PEER", "peer"),
+                        ("CAPACITY", "capacity_sats"),
+                        ("OUTBOUND", "outbound_sats"),
+                        ("INBOUND", "inbound_sats"),
+                        ("STATE", "state"),
+                    ],
+                )
+            }),
+        },
+        Command::Invoice {
+            what:
+                InvoiceCommand::Create {
+                    sats,
+                    description,
+                    expiry,
+                },
+        } => (
+            post(
+                "/v1/invoice/create",
+                json!({ "sats": sats, "description": description, "expiry_secs": expiry }),
+            )
+            .await?,
+            |v| v["invoice"].as_str().unwrap_or_default().to_string(),
+        ),
+        Command::Pay {
+            invoice,
+            sats,
+            max_fee_sats,
+            timeout,
+        } => {
+            let body = json!({
+                "invoice": invoice, "sats": sats, "max_fee_sats": max_fee_sats,
+                "timeout_secs": timeout,
+            });
+            let v = post("/v1/pay", body).await?;
+            if let Some(err) = v["error"].as_str() {
+                if as_json {
+                    println!("{v}");
+                }
+                bail!("{err}");
+            }
+            (v, |v| match v["outcome"].as_str() {
+                Some("succeeded") => format!(
+                    "paid {} sats (routing fee {} msat)",
+                    v["amount_sats"], v["fee_msat"]
+                ),
+                _ => format!(
+                    "payment {} still in flight; its outcome will show in the node's log",
+                    v["payment_hash"].as_str().unwrap_or_default()
+                ),
+            })
+        }
+        Command::Order { what } => match what {
+            OrderCommand::List => (get("/v1/order/list").await?, |v| {
+                table(
+                    &v["orders"],
+                    &[
+                        ("ID", "id"),
+                        ("KIND", "kind"),
+                        ("STATUS", "status"),
+                        ("SATS", "amount_sats"),
+                        ("FIAT", "fiat"),
+                    ],
+                )
+            }),
+            OrderCommand::Show { id } => {
+                let path = format!("/v1/order/show?id={}", id.trim());
+                (call(data_dir, "GET", &path, None).await?, |v| {
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                })
+            }
+        },
+        _ => unreachable!("daemon commands are handled in main"),
+    };
+    if as_json {
+        println!("{value}");
+    } else {
+        println!("{}", render(&value));
+    }
+    Ok(())
+}
+
+/// Prints a channel's progress (pending → confirming → ready) until it is ready.
+async fn follow_channel(data_dir: &Path, user_channel_id: &str) -> anyhow::Result<()> {
+    println!("channel {user_channel_id}: funding transaction published (Ctrl-C stops watching; the channel keeps opening)");
+    let mut last = String::new();
+    loop {
+        let list = call(data_dir, "GET", "/v1/channel/list", None).await?;
+        let Some(c) = list["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["user_channel_id"] == user_channel_id)
+        else {
+            bail!("the channel disappeared: the peer refused or it closed; see the node's log");
+        };
+        let state = c["state"].as_str().unwrap_or_default();
+        let line = match state {
+            "pending" => "pending: waiting for the funding transaction to confirm".to_string(),
+            "confirming" => format!(
+                "confirmed: {}/{} confirmations",
+                c["confirmations"], c["confirmations_required"]
+            ),
+            other => other.to_string(),
+        };
+        if line != last {
+            println!("  {line}");
+            last = line;
+        }
+        if state == "ready" {
+            println!(
+                "channel {} ready: {} sats outbound, {} sats inbound",
+                c["channel_id"].as_str().unwrap_or_default(),
+                c["outbound_sats"],
+                c["inbound_sats"]
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn render_status(v: &Value) -> String {
+    let ln = &v["lightning"];
+    let b = &v["balances"];
+    format!(
+        "mostro-box {}  (up {} s, {})\n\
+         relay:        {}\n\
+         npub:         {}\n\
+         lightning:    {}\n\
+         listening:    {}\n\
+         block height: {}\n\
+         peers:        {} connected\n\
+         channels:     {} ({} usable)\n\
+         on-chain:     {} sats ({} spendable)\n\
+         lightning:    {} sats ({} outbound, {} inbound)\n\
+         orders:       {} active, {} held payments",
+        s(&v["version"]),
+        v["uptime_seconds"],
+        s(&v["network"]),
+        s(&v["relay_url"]),
+        s(&v["npub"]),
+        s(&ln["node_id"]),
+        ln["listening"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
+        ln["block_height"],
+        ln["peers"],
+        ln["channels"],
+        ln["usable_channels"],
+        b["onchain_total_sats"],
+        b["onchain_spendable_sats"],
+        b["lightning_sats"],
+        b["outbound_sats"],
+        b["inbound_sats"],
+        v["active_orders"],
+        ln["open_holds"],
+    )
+}
+
+fn render_balance(v: &Value) -> String {
+    format!(
+        "on-chain:  {} sats ({} spendable, {} reserved for anchor channels)\n\
+         lightning: {} sats ({} outbound, {} inbound)",
+        v["onchain_total_sats"],
+        v["onchain_spendable_sats"],
+        v["anchor_reserve_sats"],
+        v["lightning_sats"],
+        v["outbound_sats"],
+        v["inbound_sats"],
+    )
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A plain text table of `rows` with the given (header, field) columns.
+fn table(rows: &Value, columns: &[(&str, &str)]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| columns.iter().map(|(_, f)| s(&r[*f])).collect())
+        .collect();
+    if rows.is_empty() {
+        return "(none)".into();
+    }
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .max()
+                .unwrap_or(0)
+                .max(h.len())
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(columns.iter().map(|(h, _)| h.to_string()).collect())];
+    out.extend(rows.into_iter().map(line));
+    out.join("\n")
+}

@@ -1,0 +1,732 @@
+//! The embedded ldk-node: start-up, the event loop, the hold-invoice guard and reconciliation.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ldk_node::bitcoin::secp256k1::{PublicKey, SecretKey};
+use ldk_node::lightning::events::PaymentFailureReason;
+use ldk_node::lightning::ln::channelmanager::PaymentId;
+use ldk_node::lightning::ln::msgs::SocketAddress;
+use ldk_node::lightning::routing::router::RouteParametersConfig;
+use ldk_node::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
+use ldk_node::lightning_types::payment::{PaymentHash as LdkHash, PaymentPreimage};
+use ldk_node::payment::{PaymentDirection, PaymentStatus};
+use ldk_node::{Builder, Event, Node, NodeError};
+use redb::ReadableTable;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::hold::{self, GUARD_BLOCKS};
+use super::invoice::{self, InvoiceError, InvoiceRules};
+use super::seed::Seed;
+use super::{
+    HoldRecord, HoldRequest, HoldState, Lightning, LightningError, LnEvent, LnFuture, PayOutcome,
+    PaymentHash, Preimage,
+};
+use crate::config::LightningSettings;
+use crate::store::{decode, encode, Store, StoreError, HOLDS, OPEN_HOLDS};
+
+/// Directory under the data dir where ldk-node keeps its own state.
+pub const LDK_DIR: &str = "lightning";
+/// How often the guard looks at the chain tip.
+const GUARD_TICK: Duration = Duration::from_secs(1);
+
+/// The box's Lightning node.
+pub struct LdkNode {
+    node: Arc<Node>,
+    store: Store,
+    node_secret: SecretKey,
+    settings: LightningSettings,
+    events: broadcast::Sender<LnEvent>,
+    /// Hold invoices not yet final, mirrored from `OPEN_HOLDS`. Every change goes through
+    /// [`LdkNode::transition`], which writes redb first.
+    watched: tokio::sync::Mutex<HashMap<PaymentHash, HoldRecord>>,
+    /// Reasons of failed outgoing payments (LDK's payment store keeps only "failed").
+    failures: Mutex<HashMap<PaymentHash, String>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl LdkNode {
+    /// Builds and starts the node from `seed` in `<data_dir>/lightning`, retrying every
+    /// `retry` while the chain source cannot be reached (one log line per attempt), then
+    /// reconciles the hold invoices in redb with what LDK knows and starts the event loop and
+    /// the deadline guard.
+    pub async fn start(
+        data_dir: &Path,
+        settings: &LightningSettings,
+        seed: &Seed,
+        store: Store,
+        retry: Duration,
+    ) -> Result<Arc<Self>, LightningError> {
+        let node = Arc::new(build(data_dir, settings, seed)?);
+        // ldk-node derives its node key from the seed; the box re-signs invoices with the key it
+        // derives the same way. If they ever differ, invoices would be unpayable: stop here.
+        if node.node_id() != seed.node_id() {
+            return Err(LightningError::Start(format!(
+                "ldk-node derived node id {} but the box derived {}; this ldk-node version \
+                 changed its key derivation, so hold invoices cannot be re-signed",
+                node.node_id(),
+                seed.node_id()
+            )));
+        }
+        let mut attempt = 0u32;
+        loop {
+            match node.start() {
+                Ok(()) => break,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(
+                        "Lightning: cannot reach the chain source ({}) : {e}; retry {attempt} in \
+                         {} s (check lightning.chain_source and its URL in mostro-box.toml)",
+                        describe_chain_source(settings),
+                        retry.as_secs()
+                    );
+                    tokio::time::sleep(retry).await;
+                }
+            }
+        }
+        let (events, _) = broadcast::channel(1024);
+        let this = Arc::new(Self {
+            node,
+            store,
+            node_secret: seed.node_secret(),
+            settings: settings.clone(),
+            events,
+            watched: tokio::sync::Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        this.reconcile().await?;
+        let tasks = vec![
+            tokio::spawn(this.clone().event_loop()),
+            tokio::spawn(this.clone().guard_loop()),
+        ];
+        *this.tasks.lock().expect("tasks lock") = tasks;
+        tracing::info!(
+            "Lightning: node {} on {} ready at height {}",
+            this.node.node_id(),
+            settings.network,
+            this.height()
+        );
+        Ok(this)
+    }
+
+    /// The ldk-node handle, for the operator API (wallet, peers, channels).
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The node id.
+    pub fn node_id(&self) -> PublicKey {
+        self.node.node_id()
+    }
+
+    /// Stops the background tasks and the node, letting LDK persist its state.
+    pub fn stop(&self) {
+        for t in self.tasks.lock().expect("tasks lock").drain(..) {
+            t.abort();
+        }
+        if let Err(e) = self.node.stop() {
+            tracing::warn!("Lightning: stop: {e}");
+        }
+    }
+
+    /// Hold invoices the guard is watching (open or held).
+    pub async fn open_holds(&self) -> Vec<HoldRecord> {
+        self.watched.lock().await.values().cloned().collect()
+    }
+
+    /// Records a hold invoice's new state (redb first, then memory, then listeners).
+    async fn transition(
+        &self,
+        watched: &mut HashMap<PaymentHash, HoldRecord>,
+        mut rec: HoldRecord,
+        state: HoldState,
+    ) -> Result<(), LightningError> {
+        rec.state = state;
+        let stored = rec.clone();
+        self.store
+            .writer()
+            .write(move |txn| {
+                txn.open_table(HOLDS)?
+                    .insert(&stored.hash.0, encode(&stored).as_slice())?;
+                let mut open = txn.open_table(OPEN_HOLDS)?;
+                if stored.state.is_final() {
+                    open.remove(&stored.hash.0)?;
+                } else {
+                    open.insert(&stored.hash.0, ())?;
+                }
+                Ok(())
+            })
+            .await?;
+        let event = match &rec.state {
+            HoldState::Held {
+                amount_msat,
+                deadline,
+            } => Some(LnEvent::HoldHeld {
+                hash: rec.hash,
+                amount_msat: *amount_msat,
+                deadline: *deadline,
+            }),
+            HoldState::Cancelled { reason } => Some(LnEvent::HoldCancelled {
+                hash: rec.hash,
+                reason: reason.clone(),
+            }),
+            // Settled is announced when LDK reports the payment received.
+            HoldState::Settled | HoldState::Open => None,
+        };
+        if rec.state.is_final() {
+            watched.remove(&rec.hash);
+        } else {
+            watched.insert(rec.hash, rec);
+        }
+        if let Some(e) = event {
+            let _ = self.events.send(e);
+        }
+        Ok(())
+    }
+
+    /// After a restart: every hold redb still watches is compared with LDK's payment store.
+    async fn reconcile(&self) -> Result<(), LightningError> {
+        let records: Vec<HoldRecord> = {
+            let read = self.store.read()?;
+            let open = read.open_table(OPEN_HOLDS).map_err(StoreError::from)?;
+            let holds = read.open_table(HOLDS).map_err(StoreError::from)?;
+            let mut out = Vec::new();
+            for entry in open.iter().map_err(StoreError::from)? {
+                let (hash, _) = entry.map_err(StoreError::from)?;
+                if let Some(bytes) = holds.get(hash.value()).map_err(StoreError::from)? {
+                    out.push(decode("holds", bytes.value())?);
+                }
+            }
+            out
+        };
+        let mut watched = self.watched.lock().await;
+        let height = self.height();
+        for rec in records {
+            let ldk = self.node.payment(&PaymentId(rec.hash.0));
+            let next = match (ldk.map(|p| p.status), &rec.state) {
+                (Some(PaymentStatus::Succeeded), _) => Some(HoldState::Settled),
+                (Some(PaymentStatus::Failed), _) => Some(HoldState::Cancelled {
+                    reason: "failed back by the Lightning node while the box was down".into(),
+                }),
+                (None, _) => Some(HoldState::Cancelled {
+                    reason: "unknown to the Lightning node".into(),
+                }),
+                (Some(PaymentStatus::Pending), _) => None,
+            };
+            tracing::info!(
+                "Lightning: reconciled hold {} ({:?} in redb{})",
+                rec.hash,
+                rec.state,
+                next.as_ref()
+                    .map(|n| format!(", now {n:?}"))
+                    .unwrap_or_default()
+            );
+            match next {
+                Some(state) => self.transition(&mut watched, rec, state).await?,
+                None => {
+                    watched.insert(rec.hash, rec);
+                }
+            }
+        }
+        drop(watched);
+        self.guard(height).await
+    }
+
+    async fn event_loop(self: Arc<Self>) {
+        loop {
+            let event = self.node.next_event_async().await;
+            if let Err(e) = self.handle(event).await {
+                // Not acknowledged: LDK hands the same event out again.
+                tracing::error!("Lightning: handling an event failed: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            if let Err(e) = self.node.event_handled() {
+                tracing::error!("Lightning: cannot acknowledge an event: {e}");
+            }
+        }
+    }
+
+    async fn handle(&self, event: Event) -> Result<(), LightningError> {
+        match event {
+            Event::PaymentClaimable {
+                payment_hash,
+                claimable_amount_msat,
+                claim_deadline,
+                ..
+            } => {
+                self.on_claimable(
+                    PaymentHash(payment_hash.0),
+                    claimable_amount_msat,
+                    claim_deadline.unwrap_or(0),
+                )
+                .await?
+            }
+            Event::PaymentReceived {
+                payment_hash,
+                amount_msat,
+                ..
+            } => {
+                let hash = PaymentHash(payment_hash.0);
+                let mut watched = self.watched.lock().await;
+                let event = if let Some(rec) = watched.get(&hash).cloned() {
+                    self.transition(&mut watched, rec, HoldState::Settled)
+                        .await?;
+                    LnEvent::HoldSettled { hash }
+                } else if self.stored_hold(hash)?.is_some() {
+                    LnEvent::HoldSettled { hash }
+                } else {
+                    LnEvent::Received { hash, amount_msat }
+                };
+                let _ = self.events.send(event);
+            }
+            Event::PaymentSuccessful {
+                payment_hash,
+                fee_paid_msat,
+                ..
+            } => {
+                let _ = self.events.send(LnEvent::Paid {
+                    hash: PaymentHash(payment_hash.0),
+                    outcome: PayOutcome::Succeeded {
+                        fee_msat: fee_paid_msat.unwrap_or(0),
+                    },
+                });
+            }
+            Event::PaymentFailed {
+                payment_hash: Some(payment_hash),
+                reason,
+                ..
+            } => {
+                let hash = PaymentHash(payment_hash.0);
+                let reason = failure_reason(reason);
+                self.failures
+                    .lock()
+                    .expect("failures lock")
+                    .insert(hash, reason.clone());
+                let _ = self.events.send(LnEvent::Paid {
+                    hash,
+                    outcome: PayOutcome::Failed { reason },
+                });
+            }
+            Event::ChannelPending { channel_id, .. } => self.channel_event(channel_id, "pending"),
+            Event::ChannelReady { channel_id, .. } => self.channel_event(channel_id, "ready"),
+            Event::ChannelClosed { channel_id, .. } => self.channel_event(channel_id, "closed"),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn channel_event(&self, id: ldk_node::lightning::ln::types::ChannelId, state: &'static str) {
+        let _ = self.events.send(LnEvent::Channel {
+            channel_id: id.to_string(),
+            state,
+        });
+    }
+
+    /// A payer's HTLC arrived: hold it if it is ours and locked long enough, else fail it.
+    async fn on_claimable(
+        &self,
+        hash: PaymentHash,
+        amount_msat: u64,
+        deadline: u32,
+    ) -> Result<(), LightningError> {
+        let mut watched = self.watched.lock().await;
+        let Some(rec) = watched.get(&hash).cloned() else {
+            // Not a live hold invoice of ours (cancelled, or never issued): give it back.
+            tracing::info!("Lightning: refusing a payment for {hash}: no open hold invoice");
+            let _ = self.node.bolt11_payment().fail_for_hash(LdkHash(hash.0));
+            return Ok(());
+        };
+        match rec.state {
+            HoldState::Held { .. } => {
+                // Replayed after a restart: already recorded, tell listeners again.
+                let _ = self.events.send(LnEvent::HoldHeld {
+                    hash,
+                    amount_msat,
+                    deadline,
+                });
+                Ok(())
+            }
+            HoldState::Open => {
+                let height = self.height();
+                let window = self.settings.hold_invoice_cltv_delta;
+                if amount_msat < rec.amount_msat || !hold::leaves_window(deadline, height, window) {
+                    let _ = self.node.bolt11_payment().fail_for_hash(LdkHash(hash.0));
+                    let reason = format!(
+                        "payment refused: {amount_msat} msat locked for {} blocks, {} msat for \
+                         {} blocks needed",
+                        deadline.saturating_sub(height),
+                        rec.amount_msat,
+                        window + GUARD_BLOCKS
+                    );
+                    tracing::warn!("Lightning: hold {hash}: {reason}");
+                    return self
+                        .transition(&mut watched, rec, HoldState::Cancelled { reason })
+                        .await;
+                }
+                tracing::info!(
+                    "Lightning: hold {hash} held: {amount_msat} msat, deadline {deadline} \
+                     ({} blocks)",
+                    deadline - height
+                );
+                self.transition(
+                    &mut watched,
+                    rec,
+                    HoldState::Held {
+                        amount_msat,
+                        deadline,
+                    },
+                )
+                .await
+            }
+            HoldState::Settled | HoldState::Cancelled { .. } => Ok(()),
+        }
+    }
+
+    async fn guard_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(GUARD_TICK);
+        let mut last = 0;
+        loop {
+            tick.tick().await;
+            let height = self.height();
+            let now = crate::protocol::now() as u64;
+            let expired = self
+                .watched
+                .lock()
+                .await
+                .values()
+                .any(|r| r.state == HoldState::Open && r.expires_at <= now);
+            if height != last || expired {
+                last = height;
+                if let Err(e) = self.guard(height).await {
+                    tracing::error!("Lightning: deadline guard: {e}");
+                }
+            }
+        }
+    }
+
+    /// Cancels every held payment whose deadline is [`GUARD_BLOCKS`] away, and marks expired
+    /// unpaid invoices cancelled, so LDK never fails an HTLC back on its own.
+    async fn guard(&self, height: u32) -> Result<(), LightningError> {
+        let now = crate::protocol::now() as u64;
+        let mut watched = self.watched.lock().await;
+        let due: Vec<(HoldRecord, String)> = watched
+            .values()
+            .filter_map(|r| match r.state {
+                HoldState::Held { deadline, .. } if hold::must_resolve_now(deadline, height) => {
+                    Some((
+                        r.clone(),
+                        format!("deadline: block {height} is within {GUARD_BLOCKS} of {deadline}"),
+                    ))
+                }
+                HoldState::Open if r.expires_at <= now => {
+                    Some((r.clone(), "expired unpaid".to_string()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (rec, reason) in due {
+            tracing::warn!("Lightning: cancelling hold {}: {reason}", rec.hash);
+            let _ = self
+                .node
+                .bolt11_payment()
+                .fail_for_hash(LdkHash(rec.hash.0));
+            self.transition(&mut watched, rec, HoldState::Cancelled { reason })
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn stored_hold(&self, hash: PaymentHash) -> Result<Option<HoldRecord>, LightningError> {
+        let read = self.store.read()?;
+        let table = read.open_table(HOLDS).map_err(StoreError::from)?;
+        let rec = table.get(&hash.0).map_err(StoreError::from)?;
+        Ok(match rec {
+            Some(bytes) => Some(decode("holds", bytes.value())?),
+            None => None,
+        })
+    }
+
+    async fn create_hold(&self, req: HoldRequest) -> Result<String, LightningError> {
+        let description = Bolt11InvoiceDescription::Direct(
+            Description::new(req.description.clone())
+                .unwrap_or_else(|_| Description::new(String::new()).expect("empty is valid")),
+        );
+        let issued = self.node.bolt11_payment().receive_for_hash(
+            req.amount_msat,
+            &description,
+            req.expiry_secs,
+            LdkHash(req.hash.0),
+        )?;
+        let delta = hold::invoice_cltv_delta(self.settings.hold_invoice_cltv_delta);
+        let invoice = hold::with_cltv_delta(&issued, delta, &self.node_secret)?;
+        let rec = HoldRecord {
+            hash: req.hash,
+            amount_msat: req.amount_msat,
+            invoice: invoice.to_string(),
+            expires_at: crate::protocol::now() as u64 + req.expiry_secs as u64,
+            state: HoldState::Open,
+        };
+        let mut watched = self.watched.lock().await;
+        self.transition(&mut watched, rec, HoldState::Open).await?;
+        Ok(invoice.to_string())
+    }
+
+    async fn settle(&self, preimage: Preimage) -> Result<(), LightningError> {
+        let hash = preimage.hash();
+        let mut watched = self.watched.lock().await;
+        let rec = self.watched_or_err(&watched, hash, "settled")?;
+        let HoldState::Held { amount_msat, .. } = rec.state else {
+            return Err(wrong_state(&rec, "settled"));
+        };
+        self.node.bolt11_payment().claim_for_hash(
+            LdkHash(hash.0),
+            amount_msat,
+            PaymentPreimage(preimage.0),
+        )?;
+        self.transition(&mut watched, rec, HoldState::Settled).await
+    }
+
+    async fn cancel(&self, hash: PaymentHash) -> Result<(), LightningError> {
+        let mut watched = self.watched.lock().await;
+        let rec = self.watched_or_err(&watched, hash, "cancelled")?;
+        self.node.bolt11_payment().fail_for_hash(LdkHash(hash.0))?;
+        self.transition(
+            &mut watched,
+            rec,
+            HoldState::Cancelled {
+                reason: "cancelled".into(),
+            },
+        )
+        .await
+    }
+
+    fn watched_or_err(
+        &self,
+        watched: &HashMap<PaymentHash, HoldRecord>,
+        hash: PaymentHash,
+        action: &'static str,
+    ) -> Result<HoldRecord, LightningError> {
+        if let Some(rec) = watched.get(&hash) {
+            return Ok(rec.clone());
+        }
+        match self.stored_hold(hash)? {
+            Some(rec) => Err(wrong_state(&rec, action)),
+            None => Err(LightningError::UnknownHold(hash)),
+        }
+    }
+}
+
+fn wrong_state(rec: &HoldRecord, action: &'static str) -> LightningError {
+    LightningError::WrongHoldState {
+        hash: rec.hash,
+        state: match &rec.state {
+            HoldState::Open => "unpaid".into(),
+            HoldState::Held { .. } => "held".into(),
+            HoldState::Settled => "settled".into(),
+            HoldState::Cancelled { reason } => format!("cancelled ({reason})"),
+        },
+        action,
+    }
+}
+
+impl super::Lightning for LdkNode {
+    fn create_hold_invoice(&self, req: HoldRequest) -> LnFuture<'_, String> {
+        Box::pin(self.create_hold(req))
+    }
+
+    fn settle_hold(&self, preimage: Preimage) -> LnFuture<'_, ()> {
+        Box::pin(self.settle(preimage))
+    }
+
+    fn cancel_hold(&self, hash: PaymentHash) -> LnFuture<'_, ()> {
+        Box::pin(self.cancel(hash))
+    }
+
+    fn hold(&self, hash: PaymentHash) -> Result<Option<HoldRecord>, LightningError> {
+        self.stored_hold(hash)
+    }
+
+    fn pay(
+        &self,
+        invoice: &Bolt11Invoice,
+        amount_msat: Option<u64>,
+        max_fee_msat: u64,
+    ) -> Result<PaymentHash, LightningError> {
+        use ldk_node::bitcoin::hashes::Hash;
+        let hash = PaymentHash(invoice.payment_hash().to_byte_array());
+        let params = RouteParametersConfig {
+            max_total_routing_fee_msat: Some(max_fee_msat),
+            ..Default::default()
+        };
+        let bolt11 = self.node.bolt11_payment();
+        let sent = match (invoice.amount_milli_satoshis(), amount_msat) {
+            (Some(_), _) => bolt11.send(invoice, Some(params)),
+            (None, Some(amount)) => bolt11.send_using_amount(invoice, amount, Some(params)),
+            (None, None) => return Err(InvoiceError::WrongAmount.into()),
+        };
+        match sent {
+            Ok(_) => Ok(hash),
+            Err(NodeError::PaymentSendingFailed) => {
+                // LDK found no route at all (it records the payment as failed).
+                let reason = format!(
+                    "no route to {} for this amount within a {} msat fee limit",
+                    invoice.recover_payee_pub_key(),
+                    max_fee_msat
+                );
+                self.failures
+                    .lock()
+                    .expect("failures lock")
+                    .insert(hash, reason.clone());
+                let _ = self.events.send(LnEvent::Paid {
+                    hash,
+                    outcome: PayOutcome::Failed { reason },
+                });
+                Ok(hash)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn payment(&self, hash: PaymentHash) -> Option<PayOutcome> {
+        let p = self.node.payment(&PaymentId(hash.0))?;
+        if p.direction != PaymentDirection::Outbound {
+            return None;
+        }
+        Some(match p.status {
+            PaymentStatus::Pending => PayOutcome::Pending,
+            PaymentStatus::Succeeded => PayOutcome::Succeeded {
+                fee_msat: p.fee_paid_msat.unwrap_or(0),
+            },
+            PaymentStatus::Failed => PayOutcome::Failed {
+                reason: self
+                    .failures
+                    .lock()
+                    .expect("failures lock")
+                    .get(&hash)
+                    .cloned()
+                    .unwrap_or_else(|| "failed".into()),
+            },
+        })
+    }
+
+    fn check_invoice(
+        &self,
+        text: &str,
+        amount_msat: Option<u64>,
+        valid_for: u64,
+    ) -> Result<Bolt11Invoice, InvoiceError> {
+        invoice::check_invoice(
+            text,
+            &InvoiceRules {
+                network: self.settings.bitcoin_network(),
+                amount_msat,
+                valid_until: crate::protocol::now() as u64 + valid_for,
+                max_final_cltv: self.settings.max_final_cltv_expiry_delta,
+            },
+        )
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<LnEvent> {
+        self.events.subscribe()
+    }
+
+    fn height(&self) -> u32 {
+        self.node.status().current_best_block.height
+    }
+}
+
+fn build(data_dir: &Path, s: &LightningSettings, seed: &Seed) -> Result<Node, LightningError> {
+    let start = |what: &str, e: String| LightningError::Start(format!("{what}: {e}"));
+    let mut b = Builder::new();
+    b.set_network(s.bitcoin_network());
+    b.set_storage_dir_path(data_dir.join(LDK_DIR).to_string_lossy().into_owned());
+    b.set_entropy_seed_bytes(seed.bytes());
+    b.set_runtime(tokio::runtime::Handle::current());
+    b.set_log_facade_logger();
+    b.set_listening_addresses(vec![socket_address(s.listen)])
+        .map_err(|e| start("lightning.listen", e.to_string()))?;
+    if !s.alias.is_empty() {
+        b.set_node_alias(s.alias.clone())
+            .map_err(|e| start("lightning.alias", e.to_string()))?;
+    }
+    match s.chain_source.as_str() {
+        "electrum" => {
+            b.set_chain_source_electrum(s.electrum_url.clone(), None);
+        }
+        "bitcoind" => {
+            let (host, port, user, password) = s.bitcoind_rpc().ok_or_else(|| {
+                start(
+                    "lightning.bitcoind_rpc_address",
+                    "set HOST:PORT, user and password".into(),
+                )
+            })?;
+            b.set_chain_source_bitcoind_rpc(host, port, user, password);
+        }
+        _ => {
+            b.set_chain_source_esplora(s.esplora_url(), None);
+        }
+    }
+    if !s.rgs_url.is_empty() {
+        b.set_gossip_source_rgs(s.rgs_url.clone());
+    }
+    if !s.lsps2_node_id.is_empty() {
+        let id: PublicKey = s
+            .lsps2_node_id
+            .parse()
+            .map_err(|_| start("lightning.lsps2_node_id", "not a node id".into()))?;
+        let addr: SocketAddress = s
+            .lsps2_address
+            .parse()
+            .map_err(|_| start("lightning.lsps2_address", "not HOST:PORT".into()))?;
+        let token = (!s.lsps2_token.is_empty()).then(|| s.lsps2_token.clone());
+        b.set_liquidity_source_lsps2(id, addr, token);
+    }
+    b.build()
+        .map_err(|e| start("cannot set up the Lightning node", e.to_string()))
+}
+
+/// ldk-node's address type for a socket address.
+pub fn socket_address(addr: std::net::SocketAddr) -> SocketAddress {
+    match addr {
+        std::net::SocketAddr::V4(a) => SocketAddress::TcpIpV4 {
+            addr: a.ip().octets(),
+            port: a.port(),
+        },
+        std::net::SocketAddr::V6(a) => SocketAddress::TcpIpV6 {
+            addr: a.ip().octets(),
+            port: a.port(),
+        },
+    }
+}
+
+fn describe_chain_source(s: &LightningSettings) -> String {
+    match s.chain_source.as_str() {
+        "electrum" => format!("electrum {}", s.electrum_url),
+        "bitcoind" => format!("bitcoind RPC at {}", s.bitcoind_rpc_address),
+        _ => format!("esplora {}", s.esplora_url()),
+    }
+}
+
+fn failure_reason(reason: Option<PaymentFailureReason>) -> String {
+    match reason {
+        Some(PaymentFailureReason::RecipientRejected) => "the recipient rejected the payment",
+        Some(PaymentFailureReason::UserAbandoned) => "abandoned",
+        Some(PaymentFailureReason::RetriesExhausted) => "no route succeeded before the time-out",
+        Some(PaymentFailureReason::PaymentExpired) => "the invoice expired",
+        Some(PaymentFailureReason::RouteNotFound) => "no route to the destination",
+        Some(PaymentFailureReason::UnexpectedError) => "unexpected error in the Lightning node",
+        Some(PaymentFailureReason::UnknownRequiredFeatures) => {
+            "the invoice requires features this node lacks"
+        }
+        Some(PaymentFailureReason::InvoiceRequestExpired) => "the invoice request expired",
+        Some(PaymentFailureReason::InvoiceRequestRejected) => "the invoice request was rejected",
+        Some(PaymentFailureReason::BlindedPathCreationFailed) => "could not build a blinded path",
+        None => "failed",
+    }
+    .to_string()
+}
