@@ -15,8 +15,12 @@ use serde_json::{json, Value};
 
 use super::{ApiContext, ApiError};
 use crate::engine::order::Order;
-use crate::lightning::{lnurl, pay_and_wait, Lightning, PayOutcome};
+use crate::lightning::{
+    lnurl, pay_and_wait, HoldRequest, HoldState, Lightning, LightningError, PayOutcome,
+    PaymentHash, Preimage,
+};
 use crate::store::{decode, ORDERS};
+use ldk_node::bitcoin::hex::FromHex;
 
 /// Dispatches a request to its handler.
 pub async fn route(
@@ -39,6 +43,10 @@ pub async fn route(
         ("GET", "/v1/channel/list") => Ok(channel_list(ctx)),
         ("POST", "/v1/invoice/create") => invoice_create(ctx, &input),
         ("POST", "/v1/pay") => pay(ctx, &input).await,
+        ("POST", "/v1/hold/create") => hold_create(ctx, &input).await,
+        ("POST", "/v1/hold/settle") => hold_settle(ctx, &input).await,
+        ("POST", "/v1/hold/cancel") => hold_cancel(ctx, &input).await,
+        ("GET", "/v1/hold/list") => hold_list(ctx).await,
         ("GET", "/v1/order/list") => order_list(ctx),
         ("GET", "/v1/order/show") => order_show(ctx, query),
         _ => Err(ApiError::not_found(format!(
@@ -393,6 +401,71 @@ async fn pay(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
         out["error"] = json!(format!("payment failed: {reason}"));
     }
     Ok(out)
+}
+
+async fn hold_create(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+    let hash: PaymentHash = str_field(input, "hash")?.parse().map_err(ApiError::bad)?;
+    let sats = u64_field(input, "sats")?;
+    let invoice = ctx
+        .lightning
+        .create_hold_invoice(HoldRequest {
+            hash,
+            amount_msat: sats * 1000,
+            description: input["description"]
+                .as_str()
+                .unwrap_or("mostro-box hold test")
+                .into(),
+            expiry_secs: input["expiry_secs"]
+                .as_u64()
+                .unwrap_or(3600)
+                .min(u32::MAX as u64) as u32,
+        })
+        .await
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    Ok(json!({ "invoice": invoice, "payment_hash": hash }))
+}
+
+async fn hold_settle(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+    let text = str_field(input, "preimage")?;
+    let bytes = <[u8; 32]>::from_hex(text.trim())
+        .map_err(|_| ApiError::bad(format!("{text} is not a 64-hex-digit preimage")))?;
+    let preimage = Preimage(bytes);
+    ctx.lightning
+        .settle_hold(preimage)
+        .await
+        .map_err(hold_err)?;
+    Ok(json!({ "settled": preimage.hash() }))
+}
+
+async fn hold_cancel(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+    let hash: PaymentHash = str_field(input, "hash")?.parse().map_err(ApiError::bad)?;
+    ctx.lightning.cancel_hold(hash).await.map_err(hold_err)?;
+    Ok(json!({ "cancelled": hash }))
+}
+
+async fn hold_list(ctx: &ApiContext) -> Result<Value, ApiError> {
+    let height = ctx.lightning.height();
+    let holds: Vec<Value> = ctx
+        .lightning
+        .open_holds()
+        .await
+        .into_iter()
+        .map(|h| {
+            let mut v = serde_json::to_value(&h).unwrap_or_default();
+            if let HoldState::Held { deadline, .. } = h.state {
+                v["blocks_left"] = json!(deadline.saturating_sub(height));
+            }
+            v
+        })
+        .collect();
+    Ok(json!({ "holds": holds, "block_height": height }))
+}
+
+fn hold_err(e: LightningError) -> ApiError {
+    match e {
+        LightningError::UnknownHold(_) => ApiError::not_found(e.to_string()),
+        e => ApiError::bad(e.to_string()),
+    }
 }
 
 fn order_list(ctx: &ApiContext) -> Result<Value, ApiError> {

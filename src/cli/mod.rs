@@ -202,6 +202,27 @@ pub enum InvoiceCommand {
         #[arg(long, default_value_t = 3600)]
         expiry: u64,
     },
+    /// Create a hold invoice, the kind sellers pay in a trade: paid sats stay held until
+    /// `invoice settle PREIMAGE` or `invoice cancel HASH` (tests the escrow path end to end).
+    Hold {
+        /// Amount in sats.
+        sats: u64,
+        /// Seconds until it expires unpaid.
+        #[arg(long, default_value_t = 3600)]
+        expiry: u64,
+    },
+    /// Settle a held payment with the preimage `invoice hold` printed.
+    Settle {
+        /// The 64-hex-digit preimage.
+        preimage: String,
+    },
+    /// Cancel a hold invoice; a held payment goes back to the payer.
+    Cancel {
+        /// The payment hash.
+        hash: String,
+    },
+    /// Hold invoices not yet settled or cancelled, with the blocks left before their deadline.
+    Holds,
 }
 
 /// `order` subcommands.

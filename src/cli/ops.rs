@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 
 use super::{ChannelCommand, Command, InvoiceCommand, OrderCommand, PeerCommand, WalletCommand};
 use crate::api::client::call;
+use crate::lightning::Preimage;
+use ldk_node::bitcoin::hex::DisplayHex;
 
 /// Runs an operator command against the daemon of `data_dir`.
 pub async fn run(data_dir: &Path, as_json: bool, command: Command) -> anyhow::Result<()> {
@@ -137,6 +139,50 @@ pub async fn run(data_dir: &Path, as_json: bool, command: Command) -> anyhow::Re
             .await?,
             |v| v["invoice"].as_str().unwrap_or_default().to_string(),
         ),
+        Command::Invoice {
+            what: InvoiceCommand::Hold { sats, expiry },
+        } => {
+            let preimage = Preimage::random();
+            let mut v = post(
+                "/v1/hold/create",
+                json!({ "hash": preimage.hash(), "sats": sats, "expiry_secs": expiry }),
+            )
+            .await?;
+            v["preimage"] = json!(preimage.0.as_hex().to_string());
+            (v, |v| {
+                format!(
+                    "{}\nhash:     {}\npreimage: {} (keep it: `mostro-box invoice settle` needs it)",
+                    s(&v["invoice"]),
+                    s(&v["payment_hash"]),
+                    s(&v["preimage"])
+                )
+            })
+        }
+        Command::Invoice {
+            what: InvoiceCommand::Settle { preimage },
+        } => (
+            post("/v1/hold/settle", json!({ "preimage": preimage })).await?,
+            |v| format!("settled {}", s(&v["settled"])),
+        ),
+        Command::Invoice {
+            what: InvoiceCommand::Cancel { hash },
+        } => (
+            post("/v1/hold/cancel", json!({ "hash": hash })).await?,
+            |v| format!("cancelled {}", s(&v["cancelled"])),
+        ),
+        Command::Invoice {
+            what: InvoiceCommand::Holds,
+        } => (get("/v1/hold/list").await?, |v| {
+            table(
+                &v["holds"],
+                &[
+                    ("HASH", "hash"),
+                    ("MSAT", "amount_msat"),
+                    ("STATE", "state"),
+                    ("BLOCKS LEFT", "blocks_left"),
+                ],
+            )
+        }),
         Command::Pay {
             invoice,
             sats,

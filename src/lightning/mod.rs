@@ -36,6 +36,12 @@ pub struct PaymentHash(pub [u8; 32]);
 pub struct Preimage(pub [u8; 32]);
 
 impl Preimage {
+    /// 32 fresh random bytes from the operating system (a secp256k1 secret key is exactly that,
+    /// and the nostr crate already draws those from the OS RNG).
+    pub fn random() -> Self {
+        Preimage(nostr::Keys::generate().secret_key().secret_bytes())
+    }
+
     /// The hash this preimage unlocks.
     pub fn hash(&self) -> PaymentHash {
         use ldk_node::bitcoin::hashes::{sha256, Hash};

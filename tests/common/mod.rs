@@ -61,6 +61,14 @@ pub fn base_overrides(port: u16, chain: &Bitcoind) -> Vec<String> {
     o
 }
 
+impl Drop for TestBox {
+    /// Stops the Lightning node while the test's runtime still runs (ldk-node asserts in debug
+    /// builds when it is stopped from a runtime that is shutting down).
+    fn drop(&mut self) {
+        self.running.lightning.stop();
+    }
+}
+
 /// A box running inside the test process, on its own regtest chain.
 pub struct TestBox {
     pub dir: PathBuf,
@@ -506,4 +514,110 @@ pub async fn http_get(port: u16, path: &str, accept: &str) -> (String, String) {
 /// Unix time now.
 pub fn now() -> i64 {
     Timestamp::now().as_secs() as i64
+}
+
+/// A trader's own Lightning wallet: a plain ldk-node on `chain`, state in a temp dir.
+pub fn wallet(chain: &Bitcoind, name: &str) -> Arc<ldk_node::Node> {
+    regtest::start_wallet(&temp_dir(name), chain, name).unwrap()
+}
+
+/// Waits (up to a minute) for an event of `node` that `pick` accepts, acknowledging every
+/// event on the way.
+pub async fn wallet_event<T>(
+    node: &ldk_node::Node,
+    what: &str,
+    mut pick: impl FnMut(&ldk_node::Event) -> Option<T>,
+) -> T {
+    let wait = async {
+        loop {
+            let e = node.next_event_async().await;
+            node.event_handled().unwrap();
+            if let Some(t) = pick(&e) {
+                return t;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Waits (up to a minute) for a Lightning event of the box that `pick` accepts.
+pub async fn box_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<mostro_box::lightning::LnEvent>,
+    what: &str,
+    mut pick: impl FnMut(&mostro_box::lightning::LnEvent) -> Option<T>,
+) -> T {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    if let Some(t) = pick(&e) {
+                        return t;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("box events: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Mines `n` blocks and waits until every node in `nodes` has seen them.
+pub async fn mine_and_sync(chain: &Bitcoind, n: u32, nodes: &[&ldk_node::Node]) -> u32 {
+    let height = chain.mine(n).await.unwrap();
+    for node in nodes {
+        regtest::sync_until(node, "the new blocks", |n| {
+            n.status().current_best_block.height >= height
+        })
+        .await
+        .unwrap();
+    }
+    height
+}
+
+/// The sats a node owns in its channels (its side of each commitment, before the commitment
+/// fee that the opener pays and that moves with the feerate), read once no HTLC is in flight on
+/// any channel, so it does not catch a commitment mid-update.
+pub async fn ln_sats(node: &ldk_node::Node) -> u64 {
+    use ldk_node::LightningBalance;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let b = node.list_balances();
+        let quiet = b.lightning_balances.iter().all(|l| match l {
+            LightningBalance::ClaimableOnChannelClose {
+                outbound_payment_htlc_rounded_msat,
+                outbound_forwarded_htlc_rounded_msat,
+                inbound_claiming_htlc_rounded_msat,
+                inbound_htlc_rounded_msat,
+                ..
+            } => {
+                outbound_payment_htlc_rounded_msat
+                    + outbound_forwarded_htlc_rounded_msat
+                    + inbound_claiming_htlc_rounded_msat
+                    + inbound_htlc_rounded_msat
+                    == 0
+            }
+            _ => true,
+        });
+        if quiet || Instant::now() > deadline {
+            return b
+                .lightning_balances
+                .iter()
+                .map(|l| match l {
+                    LightningBalance::ClaimableOnChannelClose {
+                        amount_satoshis,
+                        transaction_fee_satoshis,
+                        ..
+                    } => amount_satoshis + transaction_fee_satoshis,
+                    // Only open channels count here; the tests that close channels look on chain.
+                    _ => 0,
+                })
+                .sum();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
