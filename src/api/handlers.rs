@@ -451,11 +451,21 @@ async fn hold_list(ctx: &ApiContext) -> Result<Value, ApiError> {
         .await
         .into_iter()
         .map(|h| {
-            let mut v = serde_json::to_value(&h).unwrap_or_default();
-            if let HoldState::Held { deadline, .. } = h.state {
-                v["blocks_left"] = json!(deadline.saturating_sub(height));
-            }
-            v
+            let (state, deadline) = match h.state {
+                HoldState::Open => ("open", None),
+                HoldState::Held { deadline, .. } => ("held", Some(deadline)),
+                HoldState::Settled => ("settled", None),
+                HoldState::Cancelled { .. } => ("cancelled", None),
+            };
+            json!({
+                "hash": h.hash,
+                "amount_sats": h.amount_msat / 1000,
+                "state": state,
+                "deadline": deadline,
+                "blocks_left": deadline.map(|d| d.saturating_sub(height)),
+                "expires_at": h.expires_at,
+                "invoice": h.invoice,
+            })
         })
         .collect();
     Ok(json!({ "holds": holds, "block_height": height }))

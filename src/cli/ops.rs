@@ -177,7 +177,7 @@ pub async fn run(data_dir: &Path, as_json: bool, command: Command) -> anyhow::Re
                 &v["holds"],
                 &[
                     ("HASH", "hash"),
-                    ("MSAT", "amount_msat"),
+                    ("SATS", "amount_sats"),
                     ("STATE", "state"),
                     ("BLOCKS LEFT", "blocks_left"),
                 ],

@@ -162,6 +162,14 @@ impl BoxProcess {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        while !dir.join(mostro_box::api::SOCKET_FILE).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no admin socket: see {}/box.log",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         p
     }
 
@@ -620,4 +628,56 @@ pub async fn ln_sats(node: &ldk_node::Node) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What a run of the real binary printed.
+pub struct CliRun {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// stdout parsed as JSON (for `--json` runs).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} / {}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs `mostro-box --data-dir DIR ARGS...` and collects its output.
+pub async fn cli(dir: &Path, args: &[&str]) -> CliRun {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mostro-box"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    CliRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    }
+}
+
+/// Runs a CLI command that must succeed.
+pub async fn cli_ok(dir: &Path, args: &[&str]) -> CliRun {
+    let run = cli(dir, args).await;
+    assert!(run.ok, "`{}` failed: {}", args.join(" "), run.stderr);
+    run
+}
+
+/// Runs a CLI command that must fail with one line containing `needle`.
+pub async fn cli_err(dir: &Path, args: &[&str], needle: &str) {
+    let run = cli(dir, args).await;
+    assert!(!run.ok, "`{}` should fail: {}", args.join(" "), run.stdout);
+    assert!(
+        run.stderr.contains(needle),
+        "`{}`: expected {needle:?} in {:?}",
+        args.join(" "),
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "one line: {:?}", run.stderr);
 }
