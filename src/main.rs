@@ -55,8 +55,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!(
-                "  node key: {} (mode 0600; back it up)",
-                data_dir.join(mostro_box::keys::NODE_KEY_FILE).display()
+                "  node key: {} (mode 0600; back it up){}",
+                data_dir.join(mostro_box::keys::NODE_KEY_FILE).display(),
+                if made.created_key { "" } else { " [kept]" }
             );
             println!(
                 "  seed:     {} (mode 0600; write the words down: `mostro-box seed show`)",

@@ -74,6 +74,8 @@ pub struct Initialised {
     pub pubkey: PublicKey,
     /// The Lightning node id.
     pub ln_node_id: ldk_node::bitcoin::secp256k1::PublicKey,
+    /// Whether the node key was made now (an existing one is kept).
+    pub created_key: bool,
     /// Whether a settings file was written (an existing one is kept).
     pub wrote_config: bool,
 }
@@ -93,7 +95,19 @@ pub fn init(data_dir: &Path, seed_passphrase: Option<&str>) -> Result<Initialise
             source,
         },
     )?;
-    let keys = keys::create(data_dir)?;
+    // Whatever is missing is created and nothing is overwritten, so `init` also upgrades a data
+    // directory made before the box had a Lightning node.
+    let key_path = data_dir.join(keys::NODE_KEY_FILE);
+    let seed_path = data_dir.join(crate::lightning::seed::SEED_FILE);
+    if key_path.exists() && seed_path.exists() {
+        return Err(KeyError::Exists(data_dir.to_path_buf()).into());
+    }
+    let created_key = !key_path.exists();
+    let keys = if created_key {
+        keys::create(data_dir)?
+    } else {
+        keys::load(data_dir)?
+    };
     let seed = Seed::create(data_dir, seed_passphrase)?;
     let config = data_dir.join(CONFIG_FILE);
     let wrote_config = !config.exists();
@@ -106,6 +120,7 @@ pub fn init(data_dir: &Path, seed_passphrase: Option<&str>) -> Result<Initialise
     Ok(Initialised {
         pubkey: keys.public_key(),
         ln_node_id: seed.node_id(),
+        created_key,
         wrote_config,
     })
 }

@@ -210,6 +210,19 @@ impl Bitcoind {
         Ok(v.as_u64().unwrap_or(0) as u32)
     }
 
+    /// Stops bitcoind cleanly (so its chain survives for the next run), killing it if it has not
+    /// exited within 30 s.
+    pub async fn stop(mut self) {
+        let _ = self.rpc("stop", json!([])).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Settings that point an ldk-node at this bitcoind.
     pub fn chain_source(&self) -> (String, u16, String, String) {
         (

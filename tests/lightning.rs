@@ -67,6 +67,16 @@ async fn alice_pays_and_box_holds(m: &Market, invoice: &Bolt11Invoice) -> u32 {
     .await
 }
 
+/// Alice's payment fails and she has every sat back.
+async fn alice_is_refunded(m: &Market, before: u64) {
+    wallet_event(&m.alice, "alice's payment to fail", |e| match e {
+        Event::PaymentFailed { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(ln_sats(&m.alice).await, before, "alice has every sat back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hold_invoice_is_held_then_settled_or_cancelled_with_exact_balances() {
     let m = market(&[]).await;
@@ -138,16 +148,7 @@ async fn hold_invoice_is_held_then_settled_or_cancelled_with_exact_balances() {
     let invoice = hold_invoice(&m, &preimage, 30_000).await;
     alice_pays_and_box_holds(&m, &invoice).await;
     ln.cancel_hold(preimage.hash()).await.unwrap();
-    wallet_event(&m.alice, "alice's payment to fail", |e| match e {
-        Event::PaymentFailed { .. } => Some(()),
-        _ => None,
-    })
-    .await;
-    assert_eq!(
-        ln_sats(&m.alice).await,
-        alice_before,
-        "alice has every sat back"
-    );
+    alice_is_refunded(&m, alice_before).await;
     assert_eq!(ln_sats(m.b.ln()).await, box_before);
     assert!(matches!(
         ln.hold(preimage.hash()).unwrap().unwrap().state,
@@ -218,16 +219,7 @@ async fn guard_cancels_a_held_payment_before_ldk_would() {
         ln.height() < deadline,
         "cancelled before LDK's own deadline"
     );
-    wallet_event(&m.alice, "alice's payment to fail", |e| match e {
-        Event::PaymentFailed { .. } => Some(()),
-        _ => None,
-    })
-    .await;
-    assert_eq!(
-        ln_sats(&m.alice).await,
-        alice_before,
-        "alice has every sat back"
-    );
+    alice_is_refunded(&m, alice_before).await;
     assert!(m.b.ln().list_channels().iter().all(|c| c.is_usable));
 }
 

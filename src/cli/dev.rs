@@ -21,7 +21,7 @@ const CHANNEL_SATS: u64 = 2_000_000;
 
 /// Runs the playground in `dir` with extra `--set` overrides until Ctrl-C.
 pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
-    if !dir.join(crate::keys::NODE_KEY_FILE).exists() {
+    if !dir.join(crate::lightning::seed::SEED_FILE).exists() {
         node::init(dir, None)?;
     }
     let exe = regtest::find_or_provision_bitcoind(&super::bitcoind_cache())?;
@@ -91,8 +91,7 @@ pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
     for n in [lsp, alice, bob] {
         stop(n);
     }
-    let _ = bitcoind.rpc("stop", serde_json::json!([])).await;
-    drop(bitcoind);
+    bitcoind.stop().await;
     result.context("the engine stopped")
 }
 

@@ -301,16 +301,7 @@ impl LdkNode {
                 reason,
                 ..
             } => {
-                let hash = PaymentHash(payment_hash.0);
-                let reason = failure_reason(reason);
-                self.failures
-                    .lock()
-                    .expect("failures lock")
-                    .insert(hash, reason.clone());
-                let _ = self.events.send(LnEvent::Paid {
-                    hash,
-                    outcome: PayOutcome::Failed { reason },
-                });
+                self.payment_failed(PaymentHash(payment_hash.0), failure_reason(reason));
             }
             Event::ChannelPending { channel_id, .. } => self.channel_event(channel_id, "pending"),
             Event::ChannelReady { channel_id, .. } => self.channel_event(channel_id, "ready"),
@@ -318,6 +309,18 @@ impl LdkNode {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Remembers why an outgoing payment failed and tells listeners.
+    fn payment_failed(&self, hash: PaymentHash, reason: String) {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .insert(hash, reason.clone());
+        let _ = self.events.send(LnEvent::Paid {
+            hash,
+            outcome: PayOutcome::Failed { reason },
+        });
     }
 
     fn channel_event(&self, id: ldk_node::lightning::ln::types::ChannelId, state: &'static str) {
@@ -578,14 +581,7 @@ impl super::Lightning for LdkNode {
                     invoice.recover_payee_pub_key(),
                     max_fee_msat
                 );
-                self.failures
-                    .lock()
-                    .expect("failures lock")
-                    .insert(hash, reason.clone());
-                let _ = self.events.send(LnEvent::Paid {
-                    hash,
-                    outcome: PayOutcome::Failed { reason },
-                });
+                self.payment_failed(hash, reason);
                 Ok(hash)
             }
             Err(e) => Err(e.into()),

@@ -32,9 +32,9 @@ pub enum SeedError {
     #[error("the Lightning seed gives node {derived}, but {SEED_FILE} was made for node {recorded}: {hint}")]
     WrongPassphrase {
         /// Node id from words + passphrase.
-        derived: PublicKey,
+        derived: String,
         /// Node id recorded at init.
-        recorded: PublicKey,
+        recorded: String,
         /// What to do.
         hint: &'static str,
     },
@@ -99,8 +99,8 @@ impl Seed {
             let derived = seed.node_id();
             if derived != recorded {
                 return Err(SeedError::WrongPassphrase {
-                    derived,
-                    recorded,
+                    derived: derived.to_string(),
+                    recorded: recorded.to_string(),
                     hint: if wants_passphrase {
                         "set MOSTRO_BOX_SEED_PASSPHRASE to the passphrase given at init"
                     } else {
