@@ -10,7 +10,9 @@ use nostr::ToBech32;
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // On regtest bitcoind has no fee estimates and ldk-node logs an error on every sync.
+    let regtest_noise = matches!(cli.command, Command::Dev { .. } | Command::Bench { .. });
+    init_logging(&cli.log_format, regtest_noise);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,10 +23,18 @@ fn main() {
     }
 }
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,nostr_relay_pool=warn,nostr_relay_builder=warn,ldk_node=warn,lightning=warn,lightning_background_processor=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+fn init_logging(format: &str, regtest_noise: bool) {
+    let mut default = "info,nostr_relay_pool=warn,nostr_relay_builder=warn,ldk_node=warn,\
+                       lightning=warn,lightning_background_processor=warn"
+        .to_string();
+    if regtest_noise {
+        default.push_str(",ldk_node::chain=off");
+    }
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

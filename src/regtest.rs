@@ -263,11 +263,12 @@ pub fn free_port() -> Result<u16, RegtestError> {
 }
 
 /// Starts a plain ldk-node wallet on regtest (a trader's wallet, or the playground's liquidity
-/// peer) with its state in `dir`, listening on a free port and announced under `alias`.
+/// peer) with its state in `dir`, listening on 127.0.0.1:`port` and announced under `alias`.
 pub fn start_wallet(
     dir: &Path,
     bitcoind: &Bitcoind,
     alias: &str,
+    port: u16,
 ) -> Result<Arc<Node>, RegtestError> {
     let err = |e: String| RegtestError::Wallet(e);
     let mut b = Builder::new();
@@ -275,9 +276,9 @@ pub fn start_wallet(
     b.set_storage_dir_path(dir.to_string_lossy().into_owned());
     b.set_runtime(tokio::runtime::Handle::current());
     b.set_log_facade_logger();
-    let (host, port, user, password) = bitcoind.chain_source();
-    b.set_chain_source_bitcoind_rpc(host, port, user, password);
-    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let (host, rpc_port, user, password) = bitcoind.chain_source();
+    b.set_chain_source_bitcoind_rpc(host, rpc_port, user, password);
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     b.set_listening_addresses(vec![crate::lightning::ldk::socket_address(listen)])
         .map_err(|e| err(e.to_string()))?;
     b.set_node_alias(alias.into())

@@ -18,6 +18,8 @@ use crate::regtest::{self, Bitcoind};
 /// Sats in each channel the playground opens; half is pushed to the other side so money can
 /// flow both ways from the start.
 const CHANNEL_SATS: u64 = 2_000_000;
+/// The box's Lightning port in the playground; the peers take the next three.
+const BOX_LN_PORT: u16 = 19735;
 
 /// Runs the playground in `dir` with extra `--set` overrides until Ctrl-C.
 pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
@@ -31,20 +33,27 @@ pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
     if bitcoind.height().await? == 0 {
         bitcoind.mine(1).await?;
     }
+    // Fixed ports, so the peers each node remembers are still there on the next run.
     let mut set = vec![
         "relay.listen=127.0.0.1:7777".to_string(),
         "relay.public_url=ws://127.0.0.1:7777".to_string(),
         "mostro.fiat_currencies_accepted=[]".to_string(),
     ];
     set.extend(super::regtest_overrides(&bitcoind)?);
+    set.push(format!("lightning.listen=127.0.0.1:{BOX_LN_PORT}"));
     set.append(&mut overrides);
     let settings = Settings::load(dir, std::env::vars(), &set)?;
     let url = settings.relay.public_url.clone();
     let running = node::start(dir, settings).await?;
     let peers = dir.join("peers");
-    let lsp = regtest::start_wallet(&peers.join("liquidity"), &bitcoind, "liquidity-peer")?;
-    let alice = regtest::start_wallet(&peers.join("alice"), &bitcoind, "alice")?;
-    let bob = regtest::start_wallet(&peers.join("bob"), &bitcoind, "bob")?;
+    let lsp = regtest::start_wallet(
+        &peers.join("liquidity"),
+        &bitcoind,
+        "liquidity-peer",
+        BOX_LN_PORT + 1,
+    )?;
+    let alice = regtest::start_wallet(&peers.join("alice"), &bitcoind, "alice", BOX_LN_PORT + 2)?;
+    let bob = regtest::start_wallet(&peers.join("bob"), &bitcoind, "bob", BOX_LN_PORT + 3)?;
     let the_box = running.lightning.node().clone();
     let all = [&the_box, &lsp, &alice, &bob];
     for n in &all[1..] {

@@ -526,7 +526,7 @@ pub fn now() -> i64 {
 
 /// A trader's own Lightning wallet: a plain ldk-node on `chain`, state in a temp dir.
 pub fn wallet(chain: &Bitcoind, name: &str) -> Arc<ldk_node::Node> {
-    regtest::start_wallet(&temp_dir(name), chain, name).unwrap()
+    regtest::start_wallet(&temp_dir(name), chain, name, regtest::free_port().unwrap()).unwrap()
 }
 
 /// Waits (up to a minute) for an event of `node` that `pick` accepts, acknowledging every
