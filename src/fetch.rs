@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use base64::Engine as _;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Bytes;
 
 /// Largest body read.
@@ -57,4 +58,44 @@ pub async fn get(url: &str, timeout: Duration) -> Result<Vec<u8>, FetchError> {
     tokio::time::timeout(timeout, fetch)
         .await
         .map_err(|_| FetchError::Http(format!("timed out after {} s", timeout.as_secs())))?
+}
+
+/// A JSON-RPC 1.0 call with HTTP basic auth (bitcoind's RPC); returns `result`, or the
+/// server's `error` as the failure.
+pub async fn json_rpc(
+    url: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    params: serde_json::Value,
+    timeout: Duration,
+) -> Result<serde_json::Value, FetchError> {
+    let http = |e: String| FetchError::Http(e);
+    let body = serde_json::json!({"jsonrpc": "1.0", "id": 1, "method": method, "params": params});
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let req = hyper::Request::post(url)
+        .header("authorization", format!("Basic {auth}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| http(e.to_string()))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let call = async {
+        let resp = client.request(req).await.map_err(|e| http(e.to_string()))?;
+        let status = resp.status();
+        let bytes = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| http(e.to_string()))?
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| http(format!("HTTP {status}: not a JSON-RPC answer")))?;
+        if !v["error"].is_null() {
+            return Err(http(v["error"].to_string()));
+        }
+        Ok(v["result"].clone())
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| http(format!("timed out after {} s", timeout.as_secs())))?
 }

@@ -8,9 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use ldk_node::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use ldk_node::bitcoin::{Address, CompressedPublicKey, Network};
 use ldk_node::{Builder, Node};
@@ -153,36 +150,20 @@ impl Bitcoind {
 
     /// Calls a JSON-RPC method and returns its `result`.
     pub async fn rpc(&self, method: &str, params: Value) -> Result<Value, RegtestError> {
-        let err = |reason: String| RegtestError::Rpc {
+        let url = format!("http://127.0.0.1:{}/", self.rpc_port);
+        crate::fetch::json_rpc(
+            &url,
+            &self.rpc_user,
+            &self.rpc_password,
+            method,
+            params,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| RegtestError::Rpc {
             method: method.into(),
-            reason,
-        };
-        let body = json!({"jsonrpc": "1.0", "id": 1, "method": method, "params": params});
-        let auth = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", self.rpc_user, self.rpc_password));
-        let req = hyper::Request::post(format!("http://127.0.0.1:{}/", self.rpc_port))
-            .header("authorization", format!("Basic {auth}"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| err(e.to_string()))?;
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>();
-        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-            .await
-            .map_err(|_| err("timed out".into()))?
-            .map_err(|e| err(e.to_string()))?;
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .to_bytes();
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
-        if !v["error"].is_null() {
-            return Err(err(v["error"].to_string()));
-        }
-        Ok(v["result"].clone())
+            reason: e.to_string(),
+        })
     }
 
     /// Mines `n` blocks (rewards to a throw-away key) and returns the new height.

@@ -26,6 +26,58 @@ async fn commands_against_a_stopped_box_say_it_is_not_running() {
     ] {
         cli_err(&dir, args, "mostro-box is not running").await;
     }
+    // The seed is shown only after a confirmation.
+    let refused = cli(&dir, &["seed", "show"]).await;
+    assert!(!refused.ok && refused.stderr.contains("not shown") && refused.stdout.is_empty());
+    let words = cli_ok(&dir, &["seed", "show", "--yes"]).await.stdout;
+    assert_eq!(words.split(' ').count(), 24, "{words}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_chain_source_gives_one_clear_line_and_retries() {
+    let dir = temp_dir("cli-nochain");
+    mostro_box::node::init(&dir, None).unwrap();
+    let dead = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mostro-box"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("run")
+        .args(["--set", "lightning.network=regtest"])
+        .args(["--set", "lightning.chain_source=bitcoind"])
+        .args([
+            "--set",
+            &format!("lightning.bitcoind_rpc_address=127.0.0.1:{dead}"),
+        ])
+        .args(["--set", "lightning.bitcoind_rpc_user=u"])
+        .args([
+            "--set",
+            &format!("lightning.listen=127.0.0.1:{}", free_port()),
+        ])
+        .args(["--set", &format!("relay.listen=127.0.0.1:{}", free_port())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("box.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let log = loop {
+        let log = std::fs::read_to_string(dir.join("box.log")).unwrap();
+        if log.contains("retry 1 in") {
+            break log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no retry line: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = log.lines().find(|l| l.contains("retry 1 in")).unwrap();
+    assert!(
+        line.contains("cannot reach the chain source") && line.contains("lightning.chain_source"),
+        "{line}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -213,6 +265,27 @@ async fn every_command_against_a_running_box_and_a_hold_survives_kill_9() {
     cli_err(&dir, &["channel", "close", "nope"], "no channel nope").await;
     cli_err(&dir, &["invoice", "settle", &preimage], "settled").await;
 
+    // An unpaid hold invoice cancelled; an on-chain send; a peer disconnected.
+    let unpaid = cli_ok(&dir, &["--json", "invoice", "hold", "1000"])
+        .await
+        .json();
+    let unpaid_hash = unpaid["payment_hash"].as_str().unwrap();
+    let cancelled = cli_ok(&dir, &["invoice", "cancel", unpaid_hash])
+        .await
+        .stdout;
+    assert!(cancelled.contains(unpaid_hash), "{cancelled}");
+    let alice_onchain = alice.onchain_payment().new_address().unwrap().to_string();
+    let sent = cli_ok(&dir, &["wallet", "send", &alice_onchain, "10000"])
+        .await
+        .stdout;
+    assert!(sent.starts_with("sent: "), "{sent}");
+    let txid = sent.trim_start_matches("sent: ");
+    let pool = chain
+        .rpc("getrawmempool", serde_json::json!([]))
+        .await
+        .unwrap();
+    assert!(pool.as_array().unwrap().iter().any(|t| t == txid), "{pool}");
+
     // Close one channel cooperatively and force-close the other.
     let list = cli_ok(&dir, &["--json", "channel", "list"]).await.json();
     let ids: Vec<String> = list["channels"]
@@ -227,6 +300,8 @@ async fn every_command_against_a_running_box_and_a_hold_survives_kill_9() {
         .await
         .stdout;
     assert!(forced.contains("force-closing"), "{forced}");
+    let gone = cli_ok(&dir, &["peer", "disconnect", &alice.node_id().to_string()]).await;
+    assert!(gone.stdout.contains("disconnected"), "{}", gone.stdout);
     drop(b2);
 }
 

@@ -60,6 +60,19 @@ impl LdkNode {
         store: Store,
         retry: Duration,
     ) -> Result<Arc<Self>, LightningError> {
+        // ldk-node starts even when the chain source is down (it falls back to default fee
+        // rates and logs errors forever), so the box checks it first and waits for it.
+        let mut attempt = 0u32;
+        while let Err(e) = chain_source_reachable(settings).await {
+            attempt += 1;
+            tracing::warn!(
+                "Lightning: cannot reach the chain source ({}): {e}; retry {attempt} in {} s \
+                 (check lightning.chain_source and its address in mostro-box.toml)",
+                describe_chain_source(settings),
+                retry.as_secs()
+            );
+            tokio::time::sleep(retry).await;
+        }
         let node = Arc::new(build(data_dir, settings, seed)?);
         // ldk-node derives its node key from the seed; the box re-signs invoices with the key it
         // derives the same way. If they ever differ, invoices would be unpayable: stop here.
@@ -71,16 +84,12 @@ impl LdkNode {
                 seed.node_id()
             )));
         }
-        let mut attempt = 0u32;
         loop {
             match node.start() {
                 Ok(()) => break,
                 Err(e) => {
-                    attempt += 1;
                     tracing::warn!(
-                        "Lightning: cannot reach the chain source ({}) : {e}; retry {attempt} in \
-                         {} s (check lightning.chain_source and its URL in mostro-box.toml)",
-                        describe_chain_source(settings),
+                        "Lightning: the node did not start ({e}); retrying in {} s",
                         retry.as_secs()
                     );
                     tokio::time::sleep(retry).await;
@@ -697,6 +706,52 @@ pub fn socket_address(addr: std::net::SocketAddr) -> SocketAddress {
             addr: a.ip().octets(),
             port: a.port(),
         },
+    }
+}
+
+/// One cheap request to the configured chain source.
+async fn chain_source_reachable(s: &LightningSettings) -> Result<(), String> {
+    let timeout = Duration::from_secs(10);
+    match s.chain_source.as_str() {
+        "bitcoind" => {
+            let (host, port, user, password) = s
+                .bitcoind_rpc()
+                .ok_or("bitcoind_rpc_address, user and password must be set")?;
+            crate::fetch::json_rpc(
+                &format!("http://{host}:{port}/"),
+                &user,
+                &password,
+                "getblockcount",
+                serde_json::json!([]),
+                timeout,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }
+        "electrum" => {
+            let hostport = s
+                .electrum_url
+                .split("://")
+                .last()
+                .unwrap_or(&s.electrum_url)
+                .to_string();
+            tokio::time::timeout(timeout, tokio::net::TcpStream::connect(hostport))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        _ => crate::fetch::get(
+            &format!(
+                "{}/blocks/tip/height",
+                s.esplora_url().trim_end_matches('/')
+            ),
+            timeout,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string()),
     }
 }
 
