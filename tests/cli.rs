@@ -38,7 +38,7 @@ async fn unreachable_chain_source_gives_one_clear_line_and_retries() {
     let dir = temp_dir("cli-nochain");
     mostro_box::node::init(&dir, None).unwrap();
     let dead = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mostro-box"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mostro-box"))
         .arg("--data-dir")
         .arg(&dir)
         .arg("run")
@@ -58,6 +58,8 @@ async fn unreachable_chain_source_gives_one_clear_line_and_retries() {
         .stderr(std::fs::File::create(dir.join("box.log")).unwrap())
         .spawn()
         .unwrap();
+    // Killed however the test ends.
+    let _child = KillOnDrop(child);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let log = loop {
         let log = std::fs::read_to_string(dir.join("box.log")).unwrap();
@@ -70,8 +72,6 @@ async fn unreachable_chain_source_gives_one_clear_line_and_retries() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let _ = child.kill();
-    let _ = child.wait();
     let line = log.lines().find(|l| l.contains("retry 1 in")).unwrap();
     assert!(
         line.contains("cannot reach the chain source") && line.contains("lightning.chain_source"),
@@ -303,6 +303,15 @@ async fn every_command_against_a_running_box_and_a_hold_survives_kill_9() {
     let gone = cli_ok(&dir, &["peer", "disconnect", &alice.node_id().to_string()]).await;
     assert!(gone.stdout.contains("disconnected"), "{}", gone.stdout);
     drop(b2);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Polls `invoice holds` until the hold with `hash` is held.
