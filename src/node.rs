@@ -236,6 +236,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         settings.price.update_interval_seconds,
     )));
     let started = Instant::now();
+    let npub = keys.public_key().to_bech32().expect("bech32 npub");
     let (api_listener, api_path) =
         crate::api::bind(data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.join(crate::api::SOCKET_FILE),
@@ -248,12 +249,11 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
             lightning: lightning.clone(),
             store: store.clone(),
             settings: settings.clone(),
-            npub: keys.public_key().to_bech32().expect("bech32 npub"),
+            npub: npub.clone(),
             started,
         }),
     )));
     let health_store = store.clone();
-    let npub = keys.public_key().to_bech32().expect("bech32 npub");
     let public_url = settings.relay.public_url.clone();
     let health: http::StatusFn = Arc::new(move || {
         let backlog = health_store

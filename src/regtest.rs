@@ -269,22 +269,6 @@ pub fn start_wallet(
     Ok(Arc::new(node))
 }
 
-/// Polls `check` every 100 ms until it is true or `timeout` passes.
-pub async fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> bool,
-) -> Result<(), RegtestError> {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        if Instant::now() > deadline {
-            return Err(RegtestError::Timeout(what.into()));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
 /// Gives each node `blocks` coinbase rewards (50 BTC each on a fresh chain), matures them and
 /// waits until every wallet sees its funds.
 pub async fn fund(bitcoind: &Bitcoind, nodes: &[&Node], blocks: u32) -> Result<(), RegtestError> {

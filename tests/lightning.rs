@@ -223,6 +223,15 @@ async fn guard_cancels_a_held_payment_before_ldk_would() {
     assert!(m.b.ln().list_channels().iter().all(|c| c.is_usable));
 }
 
+/// The amount of bob's next received payment.
+async fn bob_receives(m: &Market) -> u64 {
+    wallet_event(&m.bob, "bob to receive", |e| match e {
+        Event::PaymentReceived { amount_msat, .. } => Some(*amount_msat),
+        _ => None,
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn box_pays_invoices_and_reports_no_route() {
     let m = market(&[]).await;
@@ -245,12 +254,7 @@ async fn box_pays_invoices_and_reports_no_route() {
         .await
         .unwrap();
     assert_eq!(outcome, PayOutcome::Succeeded { fee_msat: 0 });
-    let got = wallet_event(&m.bob, "bob to receive", |e| match e {
-        Event::PaymentReceived { amount_msat, .. } => Some(*amount_msat),
-        _ => None,
-    })
-    .await;
-    assert_eq!(got, 21_000_000);
+    assert_eq!(bob_receives(&m).await, 21_000_000);
 
     // An amountless one, paid with the amount the box chooses.
     let inv = m
@@ -262,12 +266,7 @@ async fn box_pays_invoices_and_reports_no_route() {
         .await
         .unwrap();
     assert_eq!(outcome, PayOutcome::Succeeded { fee_msat: 0 });
-    let got = wallet_event(&m.bob, "bob to receive", |e| match e {
-        Event::PaymentReceived { amount_msat, .. } => Some(*amount_msat),
-        _ => None,
-    })
-    .await;
-    assert_eq!(got, 7_000_000);
+    assert_eq!(bob_receives(&m).await, 7_000_000);
 
     // Nobody routes to a node without channels: a failure with its reason, no sats gone.
     let carol = wallet(&m.b.chain, "carol");

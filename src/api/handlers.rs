@@ -59,24 +59,15 @@ fn status(ctx: &ApiContext) -> Result<Value, ApiError> {
     let node = ctx.lightning.node();
     let st = node.status();
     let channels = node.list_channels();
-    let (pending, holds) = {
-        let read = ctx.store.read().map_err(ApiError::internal)?;
-        let orders = read.open_table(ORDERS).map_err(ApiError::internal)?;
-        let mut active = 0;
-        for entry in orders.iter().map_err(ApiError::internal)? {
-            let (_, bytes) = entry.map_err(ApiError::internal)?;
-            let o: Order = decode("orders", bytes.value()).map_err(ApiError::internal)?;
-            if !o.is_terminal() {
-                active += 1;
-            }
-        }
-        let holds = read
-            .open_table(crate::store::OPEN_HOLDS)
-            .map_err(ApiError::internal)?
-            .len()
-            .map_err(ApiError::internal)?;
-        (active, holds)
-    };
+    let pending = all_orders(ctx)?.iter().filter(|o| !o.is_terminal()).count();
+    let holds = ctx
+        .store
+        .read()
+        .map_err(ApiError::internal)?
+        .open_table(crate::store::OPEN_HOLDS)
+        .map_err(ApiError::internal)?
+        .len()
+        .map_err(ApiError::internal)?;
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": ctx.started.elapsed().as_secs(),
@@ -478,22 +469,32 @@ fn hold_err(e: LightningError) -> ApiError {
     }
 }
 
-fn order_list(ctx: &ApiContext) -> Result<Value, ApiError> {
+/// Every stored order, finished or not.
+fn all_orders(ctx: &ApiContext) -> Result<Vec<Order>, ApiError> {
     let read = ctx.store.read().map_err(ApiError::internal)?;
     let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
     let mut orders = Vec::new();
     for entry in table.iter().map_err(ApiError::internal)? {
         let (_, bytes) = entry.map_err(ApiError::internal)?;
-        let o: Order = decode("orders", bytes.value()).map_err(ApiError::internal)?;
-        orders.push(json!({
-            "id": o.id.to_string(),
-            "kind": o.kind.to_string(),
-            "status": o.status.to_string(),
-            "amount_sats": o.amount,
-            "fiat": format!("{} {}", o.fiat_amount, o.fiat_code),
-            "created_at": o.created_at,
-        }));
+        orders.push(decode("orders", bytes.value()).map_err(ApiError::internal)?);
     }
+    Ok(orders)
+}
+
+fn order_list(ctx: &ApiContext) -> Result<Value, ApiError> {
+    let orders: Vec<Value> = all_orders(ctx)?
+        .iter()
+        .map(|o| {
+            json!({
+                "id": o.id.to_string(),
+                "kind": o.kind.to_string(),
+                "status": o.status.to_string(),
+                "amount_sats": o.amount,
+                "fiat": format!("{} {}", o.fiat_amount, o.fiat_code),
+                "created_at": o.created_at,
+            })
+        })
+        .collect();
     Ok(json!({ "orders": orders }))
 }
 

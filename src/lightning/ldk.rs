@@ -216,15 +216,15 @@ impl LdkNode {
         let height = self.height();
         for rec in records {
             let ldk = self.node.payment(&PaymentId(rec.hash.0));
-            let next = match (ldk.map(|p| p.status), &rec.state) {
-                (Some(PaymentStatus::Succeeded), _) => Some(HoldState::Settled),
-                (Some(PaymentStatus::Failed), _) => Some(HoldState::Cancelled {
+            let next = match ldk.map(|p| p.status) {
+                Some(PaymentStatus::Succeeded) => Some(HoldState::Settled),
+                Some(PaymentStatus::Failed) => Some(HoldState::Cancelled {
                     reason: "failed back by the Lightning node while the box was down".into(),
                 }),
-                (None, _) => Some(HoldState::Cancelled {
+                None => Some(HoldState::Cancelled {
                     reason: "unknown to the Lightning node".into(),
                 }),
-                (Some(PaymentStatus::Pending), _) => None,
+                Some(PaymentStatus::Pending) => None,
             };
             tracing::info!(
                 "Lightning: reconciled hold {} ({:?} in redb{})",
@@ -400,23 +400,13 @@ impl LdkNode {
     }
 
     async fn guard_loop(self: Arc<Self>) {
+        // The watched set is small and in memory, so checking it every tick is cheaper than
+        // tracking what changed since the last one.
         let mut tick = tokio::time::interval(GUARD_TICK);
-        let mut last = 0;
         loop {
             tick.tick().await;
-            let height = self.height();
-            let now = crate::protocol::now() as u64;
-            let expired = self
-                .watched
-                .lock()
-                .await
-                .values()
-                .any(|r| r.state == HoldState::Open && r.expires_at <= now);
-            if height != last || expired {
-                last = height;
-                if let Err(e) = self.guard(height).await {
-                    tracing::error!("Lightning: deadline guard: {e}");
-                }
+            if let Err(e) = self.guard(self.height()).await {
+                tracing::error!("Lightning: deadline guard: {e}");
             }
         }
     }
