@@ -66,6 +66,9 @@ pub struct MostroSettings {
     pub max_order_amount: i64,
     /// Smallest order (and payout) in sats.
     pub min_payment_amount: i64,
+    /// Routing fee cap of a buyer payout, as a fraction of the amount (payouts of 1000 sats or
+    /// less may spend max(1 %, 10 sats), as in the reference).
+    pub max_routing_fee: f64,
     /// Lifetime of a pending order when the maker gives none.
     pub expiration_hours: i64,
     /// Longest lifetime a maker may ask for.
@@ -136,6 +139,13 @@ pub struct LightningSettings {
     pub invoice_expiration_window: u64,
     /// Largest `min_final_cltv_expiry_delta` accepted in a buyer's invoice.
     pub max_final_cltv_expiry_delta: u64,
+    /// Payout attempts before the buyer is asked for a new invoice.
+    pub payment_attempts: u32,
+    /// Seconds between payout attempts.
+    pub payment_retries_interval: u32,
+    /// Blocks before a held payment's deadline at which an unfinished trade is wound up: an
+    /// active trade is cancelled (seller refunded), a fiat-sent one goes to dispute.
+    pub escrow_deadline_margin_blocks: u32,
 }
 
 /// `[relay]`: the embedded relay and its abuse limits.
@@ -185,6 +195,7 @@ impl Default for MostroSettings {
             fee: 0.0,
             max_order_amount: 1_000_000,
             min_payment_amount: 100,
+            max_routing_fee: 0.002,
             expiration_hours: 24,
             max_expiration_days: 15,
             expiration_seconds: 900,
@@ -224,6 +235,9 @@ impl Default for LightningSettings {
             hold_invoice_cltv_delta: 144,
             invoice_expiration_window: 3600,
             max_final_cltv_expiry_delta: 432,
+            payment_attempts: 3,
+            payment_retries_interval: 60,
+            escrow_deadline_margin_blocks: 24,
         }
     }
 }
@@ -464,7 +478,31 @@ impl Settings {
                 "a list of currency codes such as [\"USD\", \"VES\"], or [] for all",
             )?;
         }
+        check(
+            "mostro.max_routing_fee",
+            m.max_routing_fee,
+            (0.0..0.5).contains(&m.max_routing_fee),
+            "a fraction from 0 to below 0.5, e.g. 0.002",
+        )?;
         let l = &self.lightning;
+        check(
+            "lightning.payment_attempts",
+            l.payment_attempts,
+            (1..=100).contains(&l.payment_attempts),
+            "1 to 100 attempts",
+        )?;
+        check(
+            "lightning.payment_retries_interval",
+            l.payment_retries_interval,
+            l.payment_retries_interval >= 1,
+            "at least 1 second",
+        )?;
+        check(
+            "lightning.escrow_deadline_margin_blocks",
+            l.escrow_deadline_margin_blocks,
+            l.escrow_deadline_margin_blocks < l.hold_invoice_cltv_delta,
+            "fewer blocks than lightning.hold_invoice_cltv_delta",
+        )?;
         check(
             "lightning.network",
             format!("{:?}", l.network),
@@ -583,6 +621,8 @@ fee = {fee:?}
 # Order size limits in sats.
 max_order_amount = {max_order_amount}
 min_payment_amount = {min_payment_amount}
+# Most a buyer payout may spend on routing, as a fraction of it (small payouts: max(1 %, 10 sats)).
+max_routing_fee = {max_routing_fee:?}
 # Lifetime of a pending order when the maker sets none, and the longest one a maker may set.
 expiration_hours = {expiration_hours}
 max_expiration_days = {max_expiration_days}
@@ -640,6 +680,13 @@ hold_invoice_cltv_delta = {cltv}
 invoice_expiration_window = {iew}
 # A buyer's invoice may ask for at most this min_final_cltv_expiry_delta (blocks).
 max_final_cltv_expiry_delta = {mfced}
+# A failed payout to the buyer is retried this many times, this many seconds apart; then the
+# buyer is asked for a new invoice.
+payment_attempts = {attempts}
+payment_retries_interval = {retries}
+# Blocks before a held payment's deadline at which an unfinished trade is wound up (an active
+# trade is cancelled and the seller refunded; a fiat-sent trade goes to dispute).
+escrow_deadline_margin_blocks = {margin}
 
 [relay]
 # Where the embedded relay listens (WebSocket, NIP-11 and GET /health on one port).
@@ -671,6 +718,7 @@ max_staleness_seconds = {stale}
             fee = d.mostro.fee,
             max_order_amount = d.mostro.max_order_amount,
             min_payment_amount = d.mostro.min_payment_amount,
+            max_routing_fee = d.mostro.max_routing_fee,
             expiration_hours = d.mostro.expiration_hours,
             max_expiration_days = d.mostro.max_expiration_days,
             expiration_seconds = d.mostro.expiration_seconds,
@@ -687,6 +735,9 @@ max_staleness_seconds = {stale}
             chain_source = d.lightning.chain_source,
             rpc_addr = d.lightning.bitcoind_rpc_address,
             mfced = d.lightning.max_final_cltv_expiry_delta,
+            attempts = d.lightning.payment_attempts,
+            retries = d.lightning.payment_retries_interval,
+            margin = d.lightning.escrow_deadline_margin_blocks,
             hiew = d.lightning.hold_invoice_expiration_window,
             cltv = d.lightning.hold_invoice_cltv_delta,
             iew = d.lightning.invoice_expiration_window,

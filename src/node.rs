@@ -219,15 +219,16 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         network: settings.lightning.network_tag(),
     });
     let prices = PriceBook::new(settings.price.max_staleness_seconds);
-    let engine = Engine::new(
-        store.clone(),
-        relay.clone(),
-        keys.clone(),
-        settings.clone(),
-        facts.clone(),
-        prices.clone(),
+    let engine = Engine::new(crate::engine::Parts {
+        store: store.clone(),
+        relay: relay.clone(),
+        keys: keys.clone(),
+        settings: settings.clone(),
+        facts: facts.clone(),
+        prices: prices.clone(),
         inbox,
-    );
+        ln: lightning.clone(),
+    });
     let engine_task = tokio::spawn(engine.clone().run());
 
     let mut tasks = Vec::new();

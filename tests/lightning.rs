@@ -4,39 +4,13 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use ldk_node::lightning_invoice::Bolt11Invoice;
-use ldk_node::{Event, Node};
+use ldk_node::Event;
 use mostro_box::lightning::hold::{self, GUARD_BLOCKS};
 use mostro_box::lightning::{
     pay_and_wait, HoldRequest, HoldState, Lightning, LnEvent, PayOutcome, Preimage,
 };
-use mostro_box::regtest;
-
-/// A box with a channel from alice to it (inbound) and one from it to bob (outbound).
-struct Market {
-    b: TestBox,
-    alice: Arc<Node>,
-    bob: Arc<Node>,
-}
-
-async fn market(extra: &[&str]) -> Market {
-    let b = TestBox::start(extra).await;
-    let alice = wallet(&b.chain, "alice");
-    let bob = wallet(&b.chain, "bob");
-    regtest::fund(&b.chain, &[b.ln(), &alice, &bob], 1)
-        .await
-        .unwrap();
-    regtest::open_channel(&b.chain, &alice, b.ln(), 1_000_000, 0)
-        .await
-        .unwrap();
-    regtest::open_channel(&b.chain, b.ln(), &bob, 1_000_000, 0)
-        .await
-        .unwrap();
-    Market { b, alice, bob }
-}
 
 async fn hold_invoice(m: &Market, preimage: &Preimage, sats: u64) -> Bolt11Invoice {
     let text =
@@ -79,7 +53,7 @@ async fn alice_is_refunded(m: &Market, before: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hold_invoice_is_held_then_settled_or_cancelled_with_exact_balances() {
-    let m = market(&[]).await;
+    let m = market(&[], 0).await;
     let ln = &m.b.running.lightning;
     assert!(m.b.ln().list_channels().iter().all(|c| c.is_usable));
     assert_eq!(m.b.ln().list_channels().len(), 2, "one channel each way");
@@ -161,7 +135,7 @@ async fn hold_invoice_is_held_then_settled_or_cancelled_with_exact_balances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hold_lasts_while_100_blocks_are_mined_then_settles() {
-    let m = market(&[]).await;
+    let m = market(&[], 0).await;
     let ln = &m.b.running.lightning;
     let preimage = Preimage::random();
     let invoice = hold_invoice(&m, &preimage, 40_000).await;
@@ -200,7 +174,14 @@ async fn hold_lasts_while_100_blocks_are_mined_then_settles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn guard_cancels_a_held_payment_before_ldk_would() {
     // The shortest window, so the deadline comes within a few blocks.
-    let m = market(&["lightning.hold_invoice_cltv_delta=12"]).await;
+    let m = market(
+        &[
+            "lightning.hold_invoice_cltv_delta=12",
+            "lightning.escrow_deadline_margin_blocks=2",
+        ],
+        0,
+    )
+    .await;
     let ln = &m.b.running.lightning;
     let preimage = Preimage::random();
     let invoice = hold_invoice(&m, &preimage, 20_000).await;
@@ -234,7 +215,7 @@ async fn bob_receives(m: &Market) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn box_pays_invoices_and_reports_no_route() {
-    let m = market(&[]).await;
+    let m = market(&[], 0).await;
     let ln: &dyn Lightning = m.b.running.lightning.as_ref();
     let timeout = std::time::Duration::from_secs(60);
 

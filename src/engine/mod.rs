@@ -8,8 +8,11 @@
 
 pub mod actions;
 pub mod dispatch;
-mod expiry;
+pub mod dispute;
+pub mod escrow;
+pub mod notify;
 pub mod order;
+mod timers;
 pub mod tx;
 pub mod user;
 
@@ -22,6 +25,7 @@ use redb::ReadableTable;
 use tokio::sync::Notify;
 
 use crate::config::Settings;
+use crate::lightning::Lightning;
 use crate::price::PriceBook;
 use crate::protocol::events::NodeFacts;
 use crate::protocol::intake::{self, Dropped, Inbound};
@@ -46,8 +50,6 @@ pub struct Ctx<'a> {
     pub now: i64,
     /// Market prices.
     pub prices: &'a PriceBook,
-    /// The Lightning network, for invoice checks.
-    pub network: ldk_node::bitcoin::Network,
 }
 
 /// Everything the engine task needs.
@@ -61,7 +63,32 @@ pub struct Engine {
     prices: PriceBook,
     active: Arc<Mutex<HashSet<PublicKey>>>,
     inbox: Arc<Notify>,
+    ln: Arc<dyn Lightning>,
+    work: Arc<escrow::WorkQueue>,
 }
+
+/// What the engine is built from.
+pub struct Parts {
+    /// The store.
+    pub store: Store,
+    /// The embedded relay, where replies and public events go.
+    pub relay: Relay,
+    /// The node key.
+    pub keys: Keys,
+    /// Settings in force.
+    pub settings: Arc<Settings>,
+    /// Facts public events carry.
+    pub facts: Arc<NodeFacts>,
+    /// Market prices.
+    pub prices: PriceBook,
+    /// Notified by the relay store whenever a request arrives.
+    pub inbox: Arc<Notify>,
+    /// The Lightning node that holds escrows and pays buyers.
+    pub ln: Arc<dyn Lightning>,
+}
+
+/// What a commit leaves to do: messages to sign and send, orders for the escrow worker.
+type Effects = (Vec<(u64, Outgoing)>, Vec<uuid::Uuid>);
 
 /// An inbox entry with its event, ready to open.
 struct Pending {
@@ -71,25 +98,19 @@ struct Pending {
 }
 
 impl Engine {
-    /// Builds the engine; `inbox` is notified by the relay store whenever a request arrives.
-    pub fn new(
-        store: Store,
-        relay: Relay,
-        keys: Keys,
-        settings: Arc<Settings>,
-        facts: Arc<NodeFacts>,
-        prices: PriceBook,
-        inbox: Arc<Notify>,
-    ) -> Self {
+    /// Builds the engine from the parts the node started.
+    pub fn new(p: Parts) -> Self {
         Self {
-            store,
-            relay,
-            keys,
-            settings,
-            facts,
-            prices,
+            store: p.store,
+            relay: p.relay,
+            keys: p.keys,
+            settings: p.settings,
+            facts: p.facts,
+            prices: p.prices,
             active: Arc::default(),
-            inbox,
+            inbox: p.inbox,
+            ln: p.ln,
+            work: Arc::default(),
         }
     }
 
@@ -105,6 +126,7 @@ impl Engine {
             tracing::info!("engine: resuming {backlog} requests that arrived before the last stop");
         }
         self.flush_outbox().await?;
+        tokio::spawn(self.clone().escrow_worker());
         let mut tick = tokio::time::interval(TICK);
         let mut last_prune = 0;
         loop {
@@ -131,12 +153,13 @@ impl Engine {
         let n = batch.len();
         let opened = self.open_all(batch).await;
         let engine = self.clone();
-        let out = self
+        let (out, work) = self
             .store
             .writer()
             .write(move |txn| engine.apply(txn, opened))
             .await?;
         self.deliver(out).await?;
+        self.work.push(work);
         Ok(n)
     }
 
@@ -182,7 +205,7 @@ impl Engine {
         &self,
         txn: &redb::WriteTransaction,
         opened: Vec<(Pending, Result<Inbound, Dropped>)>,
-    ) -> Result<Vec<(u64, Outgoing)>, StoreError> {
+    ) -> Result<Effects, StoreError> {
         let mut tx = tx::Tx::open(txn)?;
         let now = crate::protocol::now();
         let mut ctx = self.ctx(now);
@@ -205,7 +228,7 @@ impl Engine {
             }
             tx.mark_done(p.seq, &ids, now)?;
         }
-        Ok(std::mem::take(&mut tx.out))
+        Ok((std::mem::take(&mut tx.out), std::mem::take(&mut tx.ln_work)))
     }
 
     fn ctx(&self, now: i64) -> Ctx<'_> {
@@ -214,7 +237,6 @@ impl Engine {
             facts: &self.facts,
             now,
             prices: &self.prices,
-            network: self.settings.lightning.bitcoin_network(),
         }
     }
 
@@ -274,21 +296,24 @@ impl Engine {
         Ok(())
     }
 
-    /// Fires due deadlines (pending order expiry).
+    /// Fires due deadlines: time-based ones at `now`, escrow wind-ups at the node's height.
     pub async fn run_timers(&self, now: i64) -> Result<(), StoreError> {
         let engine = self.clone();
-        let out = self
+        let height = self.ln.height();
+        let (out, work) = self
             .store
             .writer()
             .write(move |txn| {
                 let mut tx = tx::Tx::open(txn)?;
                 let ctx = engine.ctx(now);
                 let mut active = engine.active.lock().expect("active keys lock");
-                expiry::fire_due(&mut tx, &ctx, &mut active)?;
-                Ok(std::mem::take(&mut tx.out))
+                timers::fire_due(&mut tx, &ctx, height, &mut active)?;
+                Ok((std::mem::take(&mut tx.out), std::mem::take(&mut tx.ln_work)))
             })
             .await?;
-        self.deliver(out).await
+        self.deliver(out).await?;
+        self.work.push(work);
+        Ok(())
     }
 
     /// Number of orders in the store, finished or not.

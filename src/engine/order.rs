@@ -4,10 +4,138 @@
 //! knows the transitions of the reference daemon (protocol reference §4.14) and refuses the rest,
 //! so no code path compares status strings or jumps states by accident.
 
-use mostro_core::prelude::{Kind, SmallOrder, Status};
+use mostro_core::prelude::{Kind, SmallOrder, Status, Transport};
 use nostr::PublicKey;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::lightning::{PaymentHash, Preimage};
+
+/// A side of a trade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Receives the sats, sends the fiat.
+    Buyer,
+    /// Sends the sats (into escrow), receives the fiat.
+    Seller,
+}
+
+impl Side {
+    /// The other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Buyer => Side::Seller,
+            Side::Seller => Side::Buyer,
+        }
+    }
+}
+
+/// The seller's escrow: a hold invoice for amount + fee whose preimage only the box knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Escrow {
+    /// Revealed to the Lightning node only when the trade is released.
+    pub preimage: Preimage,
+    /// Sats the seller locks: amount + fee.
+    pub amount: i64,
+    /// Where it stands.
+    pub state: EscrowState,
+    /// `request_id` of the request that led to the invoice, echoed on the message carrying it.
+    pub request_id: Option<u64>,
+    /// Side that sent that request.
+    pub requested_by: Side,
+}
+
+impl Escrow {
+    /// The payment hash of the hold invoice.
+    pub fn hash(&self) -> PaymentHash {
+        self.preimage.hash()
+    }
+}
+
+/// The life of an escrow. The `-ing` states are decisions the Lightning node has not confirmed
+/// yet: they are recorded first, carried out after the commit, and redone after a crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum EscrowState {
+    /// The hold invoice must be issued.
+    Issuing,
+    /// Issued and handed to the seller; not paid yet.
+    Open {
+        /// The BOLT11 invoice.
+        invoice: String,
+    },
+    /// The seller's payment is held.
+    Held {
+        /// Block from which the Lightning node would fail it back on its own.
+        deadline: u32,
+        /// Unix time it was held.
+        held_at: i64,
+    },
+    /// Released: the payment must be settled.
+    Settling,
+    /// Settled: the sats are the node's until the buyer is paid.
+    Settled,
+    /// Given back (or never paid): the hold invoice is cancelled.
+    Refunded,
+}
+
+/// The buyer's payout, after the escrow is settled. A failed payout is never silently dropped:
+/// it is retried, then the buyer is asked for a new invoice, and every step is recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payout {
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Where it stands.
+    pub state: PayoutState,
+    /// Routing fee of the successful payment, msat.
+    pub fee_msat: u64,
+}
+
+/// Where a payout stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PayoutState {
+    /// An attempt is due: resolve the buyer's destination to an invoice, then pay it.
+    Due,
+    /// Paying this invoice. It is recorded before the node is asked, so a crash can never
+    /// lead to paying two different invoices for one trade.
+    Paying {
+        /// The invoice being paid.
+        invoice: String,
+        /// Its payment hash.
+        hash: PaymentHash,
+        /// True once the node has accepted the payment.
+        sent: bool,
+    },
+    /// The last attempt failed; the next one is due at `retry_at`.
+    Failed {
+        /// Why, from the node.
+        reason: String,
+        /// Unix time of the next attempt.
+        retry_at: i64,
+    },
+    /// Attempts exhausted: waiting for the buyer's new invoice (`add-invoice`).
+    NeedsInvoice {
+        /// Why the last attempt failed.
+        reason: String,
+    },
+    /// Paid.
+    Paid,
+}
+
+/// The next trade key a range maker gives for the order that follows this one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NextTrade {
+    /// Trade key of the child order.
+    pub pubkey: PublicKey,
+    /// Its trade index.
+    pub index: u32,
+}
+
+fn direct() -> Transport {
+    crate::protocol::DIRECT
+}
 
 /// One side of a trade: the per-trade key that signs its messages, the identity key that owns its
 /// reputation (equal to the trade key in full-privacy mode) and the trade index it used.
@@ -19,6 +147,16 @@ pub struct Party {
     pub identity: PublicKey,
     /// Trade index of the key, `None` in full privacy.
     pub trade_index: Option<i64>,
+    /// The transport this party's client speaks; every message to it uses it.
+    #[serde(default = "direct")]
+    pub transport: Transport,
+}
+
+impl Party {
+    /// True in full-privacy mode: no reputation is kept or shown.
+    pub fn full_privacy(&self) -> bool {
+        self.identity == self.trade_pubkey
+    }
 }
 
 /// An order as the box stores it.
@@ -66,6 +204,24 @@ pub struct Order {
     pub range_parent_id: Option<Uuid>,
     /// `created_at` of the last 38383 revision, so the next one is strictly newer.
     pub last_event_at: i64,
+    /// The seller's hold invoice, once the trade reaches it.
+    #[serde(default)]
+    pub escrow: Option<Escrow>,
+    /// The buyer's payout, once the escrow is settled.
+    #[serde(default)]
+    pub payout: Option<Payout>,
+    /// Who asked first for a cooperative cancel.
+    #[serde(default)]
+    pub cancel_initiator: Option<Side>,
+    /// The dispute opened on this trade, if any.
+    #[serde(default)]
+    pub dispute_id: Option<Uuid>,
+    /// Sides that have rated their counterparty (one rating each).
+    #[serde(default)]
+    pub rated: Vec<Side>,
+    /// Next trade key of a buy-range maker, given with `fiat-sent`.
+    #[serde(default)]
+    pub next_trade: Option<NextTrade>,
 }
 
 /// A transition the state machine does not allow.
@@ -85,6 +241,62 @@ impl Order {
             Kind::Buy => self.buyer.as_ref(),
             Kind::Sell => self.seller.as_ref(),
         }
+    }
+
+    /// The maker's side of the trade.
+    pub fn maker_side(&self) -> Side {
+        match self.kind {
+            Kind::Buy => Side::Buyer,
+            Kind::Sell => Side::Seller,
+        }
+    }
+
+    /// A party by side.
+    pub fn party(&self, side: Side) -> Option<&Party> {
+        match side {
+            Side::Buyer => self.buyer.as_ref(),
+            Side::Seller => self.seller.as_ref(),
+        }
+    }
+
+    /// The side a trade key plays in this order.
+    pub fn side_of(&self, trade_pubkey: &PublicKey) -> Option<Side> {
+        if self.buyer.as_ref().map(|p| &p.trade_pubkey) == Some(trade_pubkey) {
+            Some(Side::Buyer)
+        } else if self.seller.as_ref().map(|p| &p.trade_pubkey) == Some(trade_pubkey) {
+            Some(Side::Seller)
+        } else {
+            None
+        }
+    }
+
+    /// Sats the seller locks in escrow: amount + fee (reference §4.0).
+    pub fn seller_total(&self) -> i64 {
+        self.amount + self.fee
+    }
+
+    /// Sats the buyer receives: amount − fee.
+    pub fn buyer_total(&self) -> i64 {
+        self.amount - self.fee
+    }
+
+    /// True while the Lightning node has something to do or report for this order: an escrow
+    /// to issue, watch or settle, or a payout to make or follow.
+    pub fn lightning_pending(&self) -> bool {
+        let escrow = matches!(
+            self.escrow.as_ref().map(|e| &e.state),
+            Some(
+                EscrowState::Issuing
+                    | EscrowState::Open { .. }
+                    | EscrowState::Held { .. }
+                    | EscrowState::Settling
+            )
+        );
+        let payout = matches!(
+            self.payout.as_ref().map(|p| &p.state),
+            Some(PayoutState::Due | PayoutState::Paying { .. })
+        );
+        escrow || payout
     }
 
     /// Mutable maker side.
@@ -206,12 +418,14 @@ fn allowed(from: Status, to: Status) -> bool {
             FiatSent | Dispute | CooperativelyCanceled | Canceled
         ) | (
             FiatSent,
-            SettledHoldInvoice | Dispute | CooperativelyCanceled
+            SettledHoldInvoice | Dispute | CooperativelyCanceled | Canceled
         ) | (
             Dispute,
-            SettledHoldInvoice | CanceledByAdmin | CooperativelyCanceled
-        ) | (SettledHoldInvoice, Success)
+            SettledHoldInvoice | CanceledByAdmin | CooperativelyCanceled | Canceled
+        ) | (SettledHoldInvoice, Success | Canceled)
     )
+    // `Canceled` from fiat-sent, dispute and settled-hold-invoice exists for one case only: the
+    // held payment was lost (failed back at its deadline), so the seller already has it back.
 }
 
 #[cfg(test)]
@@ -242,6 +456,12 @@ mod tests {
             taken_at: 0,
             range_parent_id: None,
             last_event_at: 0,
+            escrow: None,
+            payout: None,
+            cancel_initiator: None,
+            dispute_id: None,
+            rated: Vec::new(),
+            next_trade: None,
         }
     }
 

@@ -4,8 +4,10 @@ use nostr::PublicKey;
 use redb::{MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 use uuid::Uuid;
 
-use super::order::Order;
+use super::dispute::DisputeRecord;
+use super::order::{EscrowState, Order, PayoutState};
 use super::user::User;
+use crate::lightning::PaymentHash;
 use crate::protocol::outbound::Outgoing;
 use crate::store::*;
 
@@ -15,12 +17,19 @@ use crate::store::*;
 pub enum Timer {
     /// A pending order reaches its `expires_at`.
     PendingExpiry = 1,
+    /// A taken order has waited `expiration_seconds` for the buyer's invoice or the seller's
+    /// payment.
+    WaitingTimeout = 2,
+    /// A failed payout's next attempt is due.
+    PayoutRetry = 3,
 }
 
 impl Timer {
     fn from_u8(v: u8) -> Option<Self> {
         match v {
             1 => Some(Timer::PendingExpiry),
+            2 => Some(Timer::WaitingTimeout),
+            3 => Some(Timer::PayoutRetry),
             _ => None,
         }
     }
@@ -36,8 +45,16 @@ pub struct Tx<'t> {
     outbox: Table<'t, u64, &'static [u8]>,
     processed: Table<'t, &'static [u8; 32], u64>,
     inbox: Table<'t, u64, (&'static [u8; 32], u64)>,
+    disputes: Table<'t, u128, &'static [u8]>,
+    hashes: Table<'t, &'static [u8; 32], u128>,
+    ln_watch: Table<'t, u128, ()>,
+    cancel_holds: Table<'t, &'static [u8; 32], ()>,
+    escrow_deadlines: Table<'t, (u32, u128), ()>,
     /// Outgoing messages queued by this batch, with their outbox sequence numbers.
     pub out: Vec<(u64, Outgoing)>,
+    /// Orders this batch left with Lightning work to do (the escrow worker gets them after the
+    /// commit).
+    pub ln_work: Vec<Uuid>,
 }
 
 impl<'t> Tx<'t> {
@@ -52,7 +69,13 @@ impl<'t> Tx<'t> {
             outbox: txn.open_table(OUTBOX)?,
             processed: txn.open_table(PROCESSED)?,
             inbox: txn.open_table(INBOX)?,
+            disputes: txn.open_table(DISPUTES)?,
+            hashes: txn.open_table(HASHES)?,
+            ln_watch: txn.open_table(LN_WATCH)?,
+            cancel_holds: txn.open_table(CANCEL_HOLDS)?,
+            escrow_deadlines: txn.open_table(ESCROW_DEADLINES)?,
             out: Vec::new(),
+            ln_work: Vec::new(),
         })
     }
 
@@ -64,15 +87,104 @@ impl<'t> Tx<'t> {
         }
     }
 
-    /// Stores an order and indexes it under its parties' identities.
+    /// Stores an order, indexes it under its parties' identities and its payment hashes, and
+    /// keeps the Lightning watch list in step with it.
     pub fn put_order(&mut self, order: &Order) -> Result<(), StoreError> {
-        self.orders
-            .insert(order.id.as_u128(), encode(order).as_slice())?;
+        let id = order.id.as_u128();
+        self.orders.insert(id, encode(order).as_slice())?;
         for p in [&order.buyer, &order.seller].into_iter().flatten() {
-            self.identity_orders
-                .insert(&p.identity.to_bytes(), order.id.as_u128())?;
+            self.identity_orders.insert(&p.identity.to_bytes(), id)?;
+        }
+        if let Some(e) = &order.escrow {
+            self.hashes.insert(&e.hash().0, id)?;
+        }
+        if let Some(PayoutState::Paying { hash, .. }) = order.payout.as_ref().map(|p| &p.state) {
+            self.hashes.insert(&hash.0, id)?;
+        }
+        if order.lightning_pending() {
+            self.ln_watch.insert(id, ())?;
+            self.ln_work.push(order.id);
+        } else {
+            self.ln_watch.remove(id)?;
         }
         Ok(())
+    }
+
+    /// The order a payment hash belongs to.
+    pub fn order_by_hash(&self, hash: &PaymentHash) -> Result<Option<Uuid>, StoreError> {
+        Ok(self
+            .hashes
+            .get(&hash.0)?
+            .map(|v| Uuid::from_u128(v.value())))
+    }
+
+    /// Gives the seller's escrow back: the hold invoice is queued for cancelling (the escrow
+    /// worker does it after the commit) and the escrow is marked refunded.
+    pub fn refund(&mut self, order: &mut Order) -> Result<(), StoreError> {
+        if let Some(e) = &mut order.escrow {
+            if !matches!(e.state, EscrowState::Settling | EscrowState::Settled) {
+                self.cancel_holds.insert(&e.hash().0, ())?;
+                e.state = EscrowState::Refunded;
+                self.ln_work.push(order.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hold invoices waiting to be cancelled.
+    pub fn holds_to_cancel(&self) -> Result<Vec<PaymentHash>, StoreError> {
+        let mut v = Vec::new();
+        for entry in self.cancel_holds.iter()? {
+            v.push(PaymentHash(*entry?.0.value()));
+        }
+        Ok(v)
+    }
+
+    /// The node confirmed a hold invoice is cancelled.
+    pub fn hold_cancelled(&mut self, hash: &PaymentHash) -> Result<(), StoreError> {
+        self.cancel_holds.remove(&hash.0)?;
+        Ok(())
+    }
+
+    /// Sets the block at which an unfinished trade is wound up.
+    pub fn set_escrow_deadline(&mut self, block: u32, order: Uuid) -> Result<(), StoreError> {
+        self.escrow_deadlines.insert((block, order.as_u128()), ())?;
+        Ok(())
+    }
+
+    /// Removes and returns the orders whose wind-up block is at or below `height`.
+    pub fn take_due_escrows(&mut self, height: u32) -> Result<Vec<Uuid>, StoreError> {
+        let end = (height, u128::MAX);
+        let mut due = Vec::new();
+        for entry in self.escrow_deadlines.range((0u32, 0u128)..=end)? {
+            due.push(Uuid::from_u128(entry?.0.value().1));
+        }
+        self.escrow_deadlines
+            .retain_in((0u32, 0u128)..=end, |_, _| false)?;
+        Ok(due)
+    }
+
+    /// A dispute by id.
+    pub fn dispute(&self, id: Uuid) -> Result<Option<DisputeRecord>, StoreError> {
+        match self.disputes.get(id.as_u128())? {
+            Some(v) => Ok(Some(decode("disputes", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a dispute.
+    pub fn put_dispute(&mut self, d: &DisputeRecord) -> Result<(), StoreError> {
+        self.disputes.insert(d.id.as_u128(), encode(d).as_slice())?;
+        Ok(())
+    }
+
+    /// Every dispute (solvers and the operator list them; there are few).
+    pub fn disputes(&self) -> Result<Vec<DisputeRecord>, StoreError> {
+        let mut v = Vec::new();
+        for entry in self.disputes.iter()? {
+            v.push(decode("disputes", entry?.1.value())?);
+        }
+        Ok(v)
     }
 
     /// Ids of the orders an identity takes part in.

@@ -36,3 +36,22 @@ impl User {
         }
     }
 }
+
+impl User {
+    /// Adds a rating: the first counts half (as mostro-core does), later ones move the running
+    /// mean towards the new rating (mostro-core 0.17's fix; 0.14 used the previous rating).
+    pub fn add_rating(&mut self, rating: u8) {
+        let r = rating as i64;
+        self.total_reviews += 1;
+        if self.total_reviews == 1 {
+            self.total_rating = r as f64 / 2.0;
+            self.max_rating = r;
+            self.min_rating = r;
+        } else {
+            self.total_rating += (r as f64 - self.total_rating) / self.total_reviews as f64;
+            self.max_rating = self.max_rating.max(r);
+            self.min_rating = self.min_rating.min(r);
+        }
+        self.last_rating = r;
+    }
+}

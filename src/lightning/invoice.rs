@@ -72,23 +72,24 @@ pub fn check_invoice(text: &str, rules: &InvoiceRules) -> Result<Bolt11Invoice, 
     }
 }
 
-/// Checks a buyer's payout destination at order creation: a Lightning address (`user@domain`)
-/// or a BOLT11 invoice for `network` that has not expired and is amountless or for exactly
-/// `amount_sats` (when non-zero).
+/// Checks a buyer's payout destination (reference §7.2): a Lightning address (`user@domain`,
+/// resolved at payout time) or a BOLT11 invoice for the node's network, amountless or for
+/// exactly `amount_sats` (when non-zero), valid for `invoice_expiration_window` more seconds
+/// and with an acceptable final CLTV.
 pub fn check_payout_destination(
     dest: &str,
     amount_sats: i64,
     now: i64,
-    network: Network,
+    settings: &crate::config::LightningSettings,
 ) -> Result<(), InvoiceError> {
     if is_lightning_address(dest) {
         return Ok(());
     }
     let rules = InvoiceRules {
-        network,
+        network: settings.bitcoin_network(),
         amount_msat: (amount_sats > 0).then(|| amount_sats as u64 * 1000),
-        valid_until: now.max(0) as u64,
-        max_final_cltv: u64::MAX,
+        valid_until: now.max(0) as u64 + settings.invoice_expiration_window,
+        max_final_cltv: settings.max_final_cltv_expiry_delta,
     };
     check_invoice(dest, &rules).map(|_| ())
 }
@@ -194,9 +195,10 @@ mod tests {
 
     #[test]
     fn addresses_and_garbage() {
-        assert!(check_payout_destination("alice@example.org", 0, 0, Network::Bitcoin).is_ok());
+        let mainnet = crate::config::LightningSettings::default();
+        assert!(check_payout_destination("alice@example.org", 0, 0, &mainnet).is_ok());
         assert_eq!(
-            check_payout_destination("lnbc1garbage", 0, 0, Network::Bitcoin),
+            check_payout_destination("lnbc1garbage", 0, 0, &mainnet),
             Err(InvoiceError::Unparsable)
         );
         assert!(!is_lightning_address("no-at-sign"));

@@ -49,6 +49,35 @@ impl Preimage {
     }
 }
 
+impl fmt::Debug for Preimage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never printed: whoever sees it can settle the payment.
+        write!(f, "Preimage(..)")
+    }
+}
+
+impl Preimage {
+    /// Hex, for the solver's dispute view and the store.
+    pub fn to_hex(&self) -> String {
+        self.0.as_hex().to_string()
+    }
+}
+
+impl Serialize for Preimage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Preimage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        <[u8; 32]>::from_hex(&s)
+            .map(Preimage)
+            .map_err(|_| serde::de::Error::custom("preimage is not 64 hex digits"))
+    }
+}
+
 impl fmt::Display for PaymentHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0.as_hex())

@@ -230,3 +230,62 @@ pub fn profile_event(settings: &Settings) -> Option<Outgoing> {
         created_at: super::now() as u64,
     })
 }
+
+/// Retention of dispute and rating events (reference `dispute_days`, `rating_days` = 90).
+pub const DISPUTE_RETENTION_SECS: i64 = 90 * 86_400;
+
+/// The 38386 dispute event (reference §1.4). `created_at` must be monotonic per dispute.
+pub fn dispute_event(
+    d: &crate::engine::dispute::DisputeRecord,
+    settings: &Settings,
+    created_at: i64,
+) -> Outgoing {
+    let tags = vec![
+        tag("d", [d.id.to_string()]),
+        tag(
+            "expiration",
+            [(created_at + DISPUTE_RETENTION_SECS).to_string()],
+        ),
+        tag("s", [d.status.to_string()]),
+        tag("initiator", [d.initiator_name().to_string()]),
+        tag("created_at", [d.created_at.to_string()]),
+        platform_tag(settings),
+        tag("z", ["dispute".to_string()]),
+    ];
+    Outgoing::Public {
+        kind: mostro_core::prelude::NOSTR_DISPUTE_EVENT_KIND,
+        tags,
+        content: String::new(),
+        created_at: created_at as u64,
+    }
+}
+
+/// The 38384 rating event for the rated user (reference §1.3, with the documented `d`: the
+/// rated user's trade key, not the rater's as the daemon's code has it).
+pub fn rating_event(
+    rated_trade_key: &PublicKey,
+    user: &crate::engine::user::User,
+    created_at: i64,
+) -> Outgoing {
+    let days = (created_at - user.created_at).max(0) / 86_400;
+    let tags = vec![
+        tag("d", [rated_trade_key.to_hex()]),
+        tag(
+            "expiration",
+            [(created_at + DISPUTE_RETENTION_SECS).to_string()],
+        ),
+        tag("total_reviews", [user.total_reviews.to_string()]),
+        tag("total_rating", [user.total_rating.to_string()]),
+        tag("last_rating", [user.last_rating.to_string()]),
+        tag("max_rate", [user.max_rating.to_string()]),
+        tag("min_rate", [user.min_rating.to_string()]),
+        tag("z", ["rating".to_string()]),
+        tag("days", [days.to_string()]),
+    ];
+    Outgoing::Public {
+        kind: mostro_core::prelude::NOSTR_RATING_EVENT_KIND,
+        tags,
+        content: String::new(),
+        created_at: created_at as u64,
+    }
+}

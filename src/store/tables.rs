@@ -47,6 +47,19 @@ pub const HOLDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("holds
 /// only this, so it does not slow down as finished trades pile up.
 pub const OPEN_HOLDS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("open_holds");
 
+/// Which order a payment hash belongs to (escrow hold invoices and buyer payouts), so a
+/// Lightning event finds its trade.
+pub const HASHES: TableDefinition<&[u8; 32], u128> = TableDefinition::new("hashes");
+/// Orders whose Lightning side is not finished (an escrow to issue, watch, settle; a payout to
+/// make or watch). The escrow worker goes through them at start-up and periodically.
+pub const LN_WATCH: TableDefinition<u128, ()> = TableDefinition::new("ln_watch");
+/// Hold invoices to cancel (the seller gets the sats back), kept until the node confirms.
+pub const CANCEL_HOLDS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("cancel_holds");
+/// Escrow wind-up points: (block height, order id). An unfinished trade whose held payment
+/// reaches its margin is cancelled or sent to dispute (reference §4.13).
+pub const ESCROW_DEADLINES: TableDefinition<(u32, u128), ()> =
+    TableDefinition::new("escrow_deadlines");
+
 pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(META)?;
     txn.open_table(EVENTS)?;
@@ -60,6 +73,10 @@ pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError>
     txn.open_table(OUTBOX)?;
     txn.open_table(HOLDS)?;
     txn.open_table(OPEN_HOLDS)?;
+    txn.open_table(HASHES)?;
+    txn.open_table(LN_WATCH)?;
+    txn.open_table(CANCEL_HOLDS)?;
+    txn.open_table(ESCROW_DEADLINES)?;
     Ok(())
 }
 

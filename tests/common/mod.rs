@@ -116,6 +116,31 @@ impl TestBox {
     }
 }
 
+/// A box with a channel from alice (who pays hold invoices: the seller) to it and one from it
+/// to bob (who gets paid: the buyer). `push_sats` go to the far side of each channel at open,
+/// so both sides have an output from the start and later balance changes are exact.
+pub struct Market {
+    pub b: TestBox,
+    pub alice: Arc<ldk_node::Node>,
+    pub bob: Arc<ldk_node::Node>,
+}
+
+pub async fn market(extra: &[&str], push_sats: u64) -> Market {
+    let b = TestBox::start(extra).await;
+    let alice = wallet(&b.chain, "alice");
+    let bob = wallet(&b.chain, "bob");
+    regtest::fund(&b.chain, &[b.ln(), &alice, &bob], 1)
+        .await
+        .unwrap();
+    regtest::open_channel(&b.chain, &alice, b.ln(), 1_000_000, push_sats)
+        .await
+        .unwrap();
+    regtest::open_channel(&b.chain, b.ln(), &bob, 1_000_000, push_sats)
+        .await
+        .unwrap();
+    Market { b, alice, bob }
+}
+
 /// The real binary, for crash tests.
 pub struct BoxProcess {
     pub child: Child,
@@ -389,6 +414,27 @@ impl Trader {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits for a message with `action` to trade key `index` (removing it from the inbox).
+    pub async fn expect(&self, index: i64, action: Action) -> Message {
+        let to = self.trade_keys(index).await.public_key();
+        let want = action.clone();
+        self.wait_for(move |k, m| k == &to && m.get_inner_message_kind().action == want)
+            .await
+            .unwrap_or_else(|| {
+                let seen: Vec<String> = self
+                    .inbox
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(_, m)| {
+                        let k = m.get_inner_message_kind();
+                        format!("{} {:?}", k.action, cant_do(m))
+                    })
+                    .collect();
+                panic!("no {action} to trade key {index} within {WAIT:?}; inbox has {seen:?}")
+            })
     }
 
     /// Asserts that nothing arrives for trade key `index` within `d`.

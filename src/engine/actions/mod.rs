@@ -1,20 +1,27 @@
 //! One file per action group. Each handler checks first and writes after, so a refusal leaves
 //! the store as it was.
 
-mod cancel;
-mod new_order;
+pub mod cancel;
+mod dispute;
+pub mod new_order;
+mod rate;
 mod session;
+pub mod take;
+pub mod trade;
+
+pub use dispute::{open_dispute, parse_solver, put_solver};
 
 use std::collections::HashSet;
 
-use mostro_core::prelude::{Action, CantDoReason};
+use mostro_core::prelude::{Action, CantDoReason, Kind};
 use nostr::PublicKey;
 
 use super::dispatch::{Fail, Request};
+use super::dispute::DisputeRecord;
 use super::order::Order;
 use super::tx::Tx;
 use super::Ctx;
-use crate::protocol::events::order_event;
+use crate::protocol::events::{dispute_event, order_event};
 use crate::store::StoreError;
 
 /// Routes a request to its handler.
@@ -31,26 +38,21 @@ pub fn run(
         Action::LastTradeIndex => session::last_trade_index(tx, req),
         Action::RestoreSession => session::restore_session(tx, req),
         Action::TradePubkey => session::trade_pubkey(tx, req, active),
-        // Trade steps after the order book need the Lightning node (issues 3 and 4): answer
-        // clearly instead of leaving the client to time out.
-        Action::TakeSell
-        | Action::TakeBuy
-        | Action::AddInvoice
-        | Action::FiatSent
-        | Action::Release
-        | Action::Dispute
-        | Action::AdminCancel
-        | Action::AdminSettle
-        | Action::AdminTakeDispute => {
-            if let Some(id) = req.kind().id {
-                if tx.order(id)?.is_none() && req.kind().action != Action::AdminTakeDispute {
-                    return Err(CantDoReason::NotFound.into());
-                }
-            }
+        Action::TakeSell => take::take(tx, ctx, req, active, Kind::Sell),
+        Action::TakeBuy => take::take(tx, ctx, req, active, Kind::Buy),
+        Action::AddInvoice => take::add_invoice(tx, ctx, req),
+        Action::FiatSent => trade::fiat_sent(tx, ctx, req),
+        Action::Release => trade::release(tx, ctx, req, active),
+        Action::Dispute => dispute::dispute(tx, ctx, req),
+        Action::RateUser => rate::rate_user(tx, ctx, req),
+        Action::AdminAddSolver => dispute::add_solver(tx, ctx, req),
+        Action::AdminTakeDispute => dispute::take_dispute(tx, ctx, req),
+        Action::AdminSettle => dispute::admin_settle(tx, ctx, req),
+        Action::AdminCancel => dispute::admin_cancel(tx, ctx, req, active),
+        // Bonds and Cashu escrow are not offered by this node.
+        Action::PayInvoice | Action::AddBondInvoice | Action::AddCashuEscrow => {
             Err(CantDoReason::InvalidAction.into())
         }
-        Action::RateUser | Action::AdminAddSolver => Err(CantDoReason::InvalidAction.into()),
-        Action::PayInvoice => Err(CantDoReason::InvalidAction.into()),
         // Node-to-client actions and peer chat are not requests.
         _ => Err(Fail::Ignore("not a client request")),
     }
@@ -72,6 +74,13 @@ pub fn save_and_publish(tx: &mut Tx, ctx: &Ctx, order: &mut Order) -> Result<(),
         }
     }
     tx.put_order(order)
+}
+
+/// Stores a dispute and queues its 38386 revision.
+pub fn publish_dispute(tx: &mut Tx, ctx: &Ctx, d: &mut DisputeRecord) -> Result<(), StoreError> {
+    let at = d.next_event_time(ctx.now);
+    tx.send(dispute_event(d, ctx.settings, at))?;
+    tx.put_dispute(d)
 }
 
 /// Keeps the cache of trade keys with an open order in step with `order`.

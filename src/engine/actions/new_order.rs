@@ -25,8 +25,13 @@ pub fn new_order(
     };
     let s = &ctx.settings.mostro;
     if let Some(invoice) = &o.buyer_invoice {
-        crate::lightning::check_payout_destination(invoice, o.amount, ctx.now, ctx.network)
-            .map_err(|_| CantDoReason::InvalidInvoice)?;
+        crate::lightning::check_payout_destination(
+            invoice,
+            o.amount,
+            ctx.now,
+            &ctx.settings.lightning,
+        )
+        .map_err(|_| CantDoReason::InvalidInvoice)?;
     }
     o.check_fiat_currency(&s.fiat_currencies_accepted)?;
     let kind = o.kind.ok_or(CantDoReason::InvalidOrderKind)?;
@@ -53,6 +58,7 @@ pub fn new_order(
         trade_pubkey: req.sender(),
         identity: req.identity(),
         trade_index: req.kind().trade_index.filter(|_| !req.full_privacy()),
+        transport: req.inbound.transport,
     };
     let mut order = Order {
         id: Uuid::new_v4(),
@@ -76,6 +82,12 @@ pub fn new_order(
         taken_at: 0,
         range_parent_id: None,
         last_event_at: 0,
+        escrow: None,
+        payout: None,
+        cancel_initiator: None,
+        dispute_id: None,
+        rated: Vec::new(),
+        next_trade: None,
     };
     record_trade_index(tx, req, now)?;
     save_and_publish(tx, ctx, &mut order)?;

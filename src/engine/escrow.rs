@@ -1,0 +1,716 @@
+//! The escrow worker: carries out on the Lightning node what the engine decided, and brings
+//! what the node reports back into the order book.
+//!
+//! Handlers never call the node. They record a decision on the order (an escrow `issuing`,
+//! `settling`, a payout `due`, a hold invoice queued for cancelling) in the same commit as the
+//! rest of the state change. After the commit this worker acts on the decision, reads the
+//! node's state, and applies what it saw in a new commit. Every step is idempotent: after a
+//! crash the worker simply looks at every unfinished order again (the `ln_watch` table) and
+//! finishes the job. A payout invoice is recorded before the node is asked to pay it, and the
+//! node refuses to pay one invoice twice, so a trade is paid at most once.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mostro_core::prelude::{Action, Payload, PaymentFailedInfo, Status};
+use nostr::PublicKey;
+use redb::ReadableTable;
+use tokio::sync::{broadcast, Notify};
+use uuid::Uuid;
+
+use super::actions::cancel::{back_to_pending, cancel_trade};
+use super::actions::save_and_publish;
+use super::actions::take::escrow_held_notices;
+use super::actions::trade::close_dispute;
+use super::notify::{buyer_view, seller_view, taker_reputation, tell};
+use super::order::{EscrowState, Order, Payout, PayoutState, Side};
+use super::tx::{Timer, Tx};
+use super::{Ctx, Engine};
+use crate::lightning::{
+    is_lightning_address, lnurl, HoldRequest, HoldState, LnEvent, PayOutcome, PaymentHash,
+};
+use crate::store::*;
+
+/// How often every unfinished order is looked at again, in case an event was missed.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Orders waiting for the worker, and the bell that wakes it.
+#[derive(Default)]
+pub struct WorkQueue {
+    ids: Mutex<BTreeSet<Uuid>>,
+    bell: Notify,
+}
+
+impl WorkQueue {
+    /// Queues orders for a look.
+    pub fn push(&self, ids: impl IntoIterator<Item = Uuid>) {
+        let mut q = self.ids.lock().expect("work queue lock");
+        q.extend(ids);
+        drop(q);
+        self.bell.notify_one();
+    }
+
+    /// Wakes the worker without an order (to go through the hold invoices to cancel).
+    pub fn ring(&self) {
+        self.bell.notify_one();
+    }
+
+    fn take(&self) -> BTreeSet<Uuid> {
+        std::mem::take(&mut *self.ids.lock().expect("work queue lock"))
+    }
+}
+
+/// What the worker saw on the node for one order.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// The escrow hash these facts are about (the order may have moved on meanwhile).
+    hash: Option<PaymentHash>,
+    /// The invoice the node issued for it.
+    issued: Option<String>,
+    /// The hold invoice's recorded state.
+    hold: Option<HoldState>,
+    /// What happened to the payout.
+    payout: Option<PayoutFact>,
+}
+
+/// A step of the payout, as the worker saw it.
+#[derive(Debug)]
+enum PayoutFact {
+    /// The buyer's destination gave this invoice.
+    Resolved { invoice: String, hash: PaymentHash },
+    /// No usable invoice (LNURL error, expired, wrong amount...).
+    Unusable(String),
+    /// The node accepted the payment of `hash`.
+    Sent(PaymentHash),
+    /// The node refused to send it.
+    NotSent(PaymentHash, String),
+    /// The payment of `hash` ended.
+    Ended(PaymentHash, PayOutcome),
+}
+
+impl Engine {
+    /// Runs the worker until the process ends.
+    pub(super) async fn escrow_worker(self) {
+        let mut events = self.ln.subscribe();
+        self.queue_watched();
+        let mut resync = tokio::time::interval(RESYNC);
+        loop {
+            tokio::select! {
+                _ = self.work.bell.notified() => {}
+                _ = resync.tick() => self.queue_watched(),
+                ev = events.recv() => match ev {
+                    Ok(ev) => self.on_ln_event(ev),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.queue_watched(),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+            // Events that arrive while a batch is worked on are handled on the next turn.
+            while let Ok(ev) = events.try_recv() {
+                self.on_ln_event(ev);
+            }
+            for id in self.work.take() {
+                if let Err(e) = self.sync(id).await {
+                    tracing::error!(order = %id, "escrow: {e}; will retry");
+                }
+            }
+            if let Err(e) = self.cancel_queued_holds().await {
+                tracing::error!("escrow: cancelling hold invoices: {e}; will retry");
+            }
+        }
+    }
+
+    /// Queues every order with unfinished Lightning business.
+    fn queue_watched(&self) {
+        let ids = (|| -> Result<Vec<Uuid>, StoreError> {
+            let r = self.store.read()?;
+            let t = r.open_table(LN_WATCH)?;
+            let mut v = Vec::new();
+            for e in t.iter()? {
+                v.push(Uuid::from_u128(e?.0.value()));
+            }
+            Ok(v)
+        })();
+        match ids {
+            Ok(ids) => self.work.push(ids),
+            Err(e) => tracing::error!("escrow: cannot read the watch list: {e}"),
+        }
+    }
+
+    fn on_ln_event(&self, ev: LnEvent) {
+        let hash = match ev {
+            LnEvent::HoldHeld { hash, .. }
+            | LnEvent::HoldSettled { hash }
+            | LnEvent::HoldCancelled { hash, .. }
+            | LnEvent::Paid { hash, .. } => hash,
+            _ => return,
+        };
+        let found = (|| -> Result<Option<Uuid>, StoreError> {
+            let r = self.store.read()?;
+            let t = r.open_table(HASHES)?;
+            Ok(t.get(&hash.0)?.map(|v| Uuid::from_u128(v.value())))
+        })();
+        match found {
+            Ok(Some(id)) => self.work.push([id]),
+            Ok(None) => self.work.ring(),
+            Err(e) => tracing::error!("escrow: cannot look up payment {hash}: {e}"),
+        }
+    }
+
+    fn read_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
+        let r = self.store.read()?;
+        let t = r.open_table(ORDERS)?;
+        match t.get(id.as_u128())? {
+            Some(v) => Ok(Some(decode("orders", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Acts on the order's recorded decisions, reads the node, applies what it saw.
+    async fn sync(&self, id: Uuid) -> Result<(), String> {
+        let Some(order) = self.read_order(id).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let facts = self.observe(&order).await;
+        let engine = self.clone();
+        let (out, work) = self
+            .store
+            .writer()
+            .write(move |txn| {
+                let mut tx = Tx::open(txn)?;
+                let ctx = engine.ctx(crate::protocol::now());
+                let mut active = engine.active.lock().expect("active keys lock");
+                if let Some(mut order) = tx.order(id)? {
+                    apply(&mut tx, &ctx, &mut order, facts, &mut active)?;
+                }
+                Ok((std::mem::take(&mut tx.out), std::mem::take(&mut tx.ln_work)))
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        self.deliver(out).await.map_err(|e| e.to_string())?;
+        self.work.push(work);
+        Ok(())
+    }
+
+    /// Carries out what the order asks of the node and reports what the node says.
+    async fn observe(&self, order: &Order) -> Facts {
+        let ln = &self.ln;
+        let mut f = Facts::default();
+        if let Some(e) = &order.escrow {
+            let hash = e.hash();
+            f.hash = Some(hash);
+            let rec = ln.hold(hash).ok().flatten();
+            match (&e.state, rec) {
+                (EscrowState::Issuing, None) => {
+                    let req = HoldRequest {
+                        hash,
+                        amount_msat: e.amount as u64 * 1000,
+                        description: memo(order),
+                        expiry_secs: self.hold_invoice_expiry(),
+                    };
+                    match ln.create_hold_invoice(req).await {
+                        Ok(invoice) => f.issued = Some(invoice),
+                        Err(err) => {
+                            tracing::warn!(order = %order.id, "escrow: cannot issue: {err}")
+                        }
+                    }
+                }
+                (EscrowState::Issuing, Some(rec)) => f.issued = Some(rec.invoice),
+                (EscrowState::Settling, Some(rec))
+                    if matches!(rec.state, HoldState::Held { .. }) =>
+                {
+                    if let Err(err) = ln.settle_hold(e.preimage).await {
+                        tracing::warn!(order = %order.id, "escrow: cannot settle: {err}");
+                    }
+                }
+                _ => {}
+            }
+            f.hold = ln.hold(hash).ok().flatten().map(|r| r.state);
+        }
+        if let Some(p) = &order.payout {
+            f.payout = match &p.state {
+                PayoutState::Due => Some(self.resolve_payout(order).await),
+                PayoutState::Paying {
+                    invoice,
+                    hash,
+                    sent: false,
+                } => Some(self.send_payout(order, invoice, *hash)),
+                PayoutState::Paying {
+                    hash, sent: true, ..
+                } => ln
+                    .payment(*hash)
+                    .filter(|o| *o != PayOutcome::Pending)
+                    .map(|o| PayoutFact::Ended(*hash, o)),
+                _ => None,
+            };
+        }
+        f
+    }
+
+    /// Seconds the seller's hold invoice stays payable: past the waiting time-out, so the
+    /// time-out (not the invoice's expiry) decides what happens to an unpaid take.
+    fn hold_invoice_expiry(&self) -> u32 {
+        (self.settings.mostro.expiration_seconds + 300).clamp(600, 86_400) as u32
+    }
+
+    /// The buyer's destination as a checked invoice for exactly amount − fee.
+    async fn resolve_payout(&self, order: &Order) -> PayoutFact {
+        let Some(dest) = order.buyer_invoice.clone() else {
+            return PayoutFact::Unusable("the buyer has not given an invoice".into());
+        };
+        let amount_msat = order.buyer_total() as u64 * 1000;
+        let text = if is_lightning_address(&dest) {
+            let allow_local = self.settings.lightning.network == "regtest";
+            match lnurl::resolve(&dest, amount_msat, allow_local).await {
+                Ok(pr) => pr,
+                Err(e) => return PayoutFact::Unusable(e.to_string()),
+            }
+        } else {
+            dest
+        };
+        match self.ln.check_invoice(&text, Some(amount_msat), 0) {
+            Ok(inv) => {
+                use ldk_node::bitcoin::hashes::Hash;
+                PayoutFact::Resolved {
+                    hash: PaymentHash(inv.payment_hash().to_byte_array()),
+                    invoice: text,
+                }
+            }
+            Err(e) => PayoutFact::Unusable(e.to_string()),
+        }
+    }
+
+    fn send_payout(&self, order: &Order, invoice: &str, hash: PaymentHash) -> PayoutFact {
+        let amount_msat = order.buyer_total() as u64 * 1000;
+        let inv = match self.ln.check_invoice(invoice, Some(amount_msat), 0) {
+            Ok(inv) => inv,
+            Err(e) => return PayoutFact::NotSent(hash, e.to_string()),
+        };
+        let amount = inv.amount_milli_satoshis().is_none().then_some(amount_msat);
+        let cap = routing_fee_cap(order.buyer_total(), self.settings.mostro.max_routing_fee);
+        match self.ln.pay(&inv, amount, cap * 1000) {
+            Ok(_) => PayoutFact::Sent(hash),
+            Err(e) => PayoutFact::NotSent(hash, e.to_string()),
+        }
+    }
+
+    /// Cancels every hold invoice queued for cancelling and forgets those the node confirms.
+    async fn cancel_queued_holds(&self) -> Result<(), String> {
+        let hashes = {
+            let r = self.store.read().map_err(|e| e.to_string())?;
+            let t = r.open_table(CANCEL_HOLDS).map_err(|e| e.to_string())?;
+            let mut v = Vec::new();
+            for e in t.iter().map_err(|e| e.to_string())? {
+                v.push(PaymentHash(*e.map_err(|e| e.to_string())?.0.value()));
+            }
+            v
+        };
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let mut done = Vec::new();
+        for hash in hashes {
+            let state = self
+                .ln
+                .hold(hash)
+                .map_err(|e| e.to_string())?
+                .map(|r| r.state);
+            match state {
+                Some(HoldState::Open | HoldState::Held { .. }) => {
+                    match self.ln.cancel_hold(hash).await {
+                        Ok(()) => done.push(hash),
+                        Err(e) => tracing::warn!("escrow: cannot cancel hold {hash}: {e}"),
+                    }
+                }
+                // Never issued, or already over: nothing left to give back.
+                _ => done.push(hash),
+            }
+        }
+        self.store
+            .writer()
+            .write(move |txn| {
+                let mut tx = Tx::open(txn)?;
+                for h in &done {
+                    tx.hold_cancelled(h)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The routing fee a payout may spend, in sats (reference §4.0): max(1 %, 10 sats) up to
+/// 1000 sats, else `max_routing_fee` of the amount.
+pub fn routing_fee_cap(amount: i64, max_routing_fee: f64) -> u64 {
+    if amount <= 1000 {
+        ((amount as f64 * 0.01) as u64).max(10)
+    } else {
+        (amount as f64 * max_routing_fee) as u64
+    }
+}
+
+/// The escrow invoice's description: what it is for and what happens to the sats.
+fn memo(order: &Order) -> String {
+    format!(
+        "mostro order {}: {} {} for {} sats. The sats stay locked in your wallet until you \
+         release them, and return to you if the trade is cancelled.",
+        order.id, order.fiat_amount, order.fiat_code, order.amount
+    )
+}
+
+/// Applies what the worker saw to the order as it is now (it may have moved on: a fact about
+/// an older state is ignored and the next look acts on the new one).
+pub fn apply(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    order: &mut Order,
+    f: Facts,
+    active: &mut HashSet<PublicKey>,
+) -> Result<(), StoreError> {
+    let before = order.clone();
+    let same_escrow = order.escrow.as_ref().map(|e| e.hash()) == f.hash && f.hash.is_some();
+    if same_escrow {
+        apply_escrow(tx, ctx, order, &f, active)?;
+    }
+    if let Some(p) = f.payout {
+        apply_payout(tx, ctx, order, p)?;
+    }
+    // Unchanged, or already saved by a step that moved the order on (back to the book...).
+    if *order == before || tx.order(order.id)?.as_ref() == Some(&*order) {
+        return Ok(());
+    }
+    if order.status != before.status {
+        save_and_publish(tx, ctx, order)?;
+        super::actions::track_active(active, order);
+        Ok(())
+    } else {
+        tx.put_order(order)
+    }
+}
+
+fn apply_escrow(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    order: &mut Order,
+    f: &Facts,
+    active: &mut HashSet<PublicKey>,
+) -> Result<(), StoreError> {
+    let Some(escrow) = order.escrow.clone() else {
+        return Ok(());
+    };
+    match (&escrow.state, &f.hold) {
+        (EscrowState::Issuing, Some(HoldState::Open)) => {
+            if let Some(invoice) = &f.issued {
+                set_escrow(
+                    order,
+                    EscrowState::Open {
+                        invoice: invoice.clone(),
+                    },
+                );
+                invoice_issued(tx, ctx, order, invoice)?;
+            }
+        }
+        (
+            EscrowState::Issuing | EscrowState::Open { .. },
+            Some(HoldState::Held { deadline, .. }),
+        ) => {
+            set_escrow(
+                order,
+                EscrowState::Held {
+                    deadline: *deadline,
+                    held_at: ctx.now,
+                },
+            );
+            let margin = ctx.settings.lightning.escrow_deadline_margin_blocks;
+            tx.set_escrow_deadline(deadline.saturating_sub(margin), order.id)?;
+            seller_paid(tx, ctx, order)?;
+        }
+        (
+            EscrowState::Issuing | EscrowState::Open { .. } | EscrowState::Held { .. },
+            Some(HoldState::Cancelled { reason }),
+        )
+        | (EscrowState::Settling, Some(HoldState::Cancelled { reason })) => {
+            tracing::warn!(order = %order.id, "escrow: hold invoice ended: {reason}");
+            set_escrow(order, EscrowState::Refunded);
+            escrow_gone(tx, ctx, order, active)?;
+        }
+        (EscrowState::Settling, Some(HoldState::Settled)) => {
+            set_escrow(order, EscrowState::Settled);
+            order.payout = Some(Payout {
+                attempts: 0,
+                state: PayoutState::Due,
+                fee_msat: 0,
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn set_escrow(order: &mut Order, state: EscrowState) {
+    if let Some(e) = &mut order.escrow {
+        e.state = state;
+    }
+}
+
+/// The seller's invoice exists: the seller gets it (after the taker's reputation when the
+/// seller is the maker), the buyer learns the seller must pay.
+fn invoice_issued(tx: &mut Tx, ctx: &Ctx, order: &Order, invoice: &str) -> Result<(), StoreError> {
+    let Some(e) = &order.escrow else {
+        return Ok(());
+    };
+    let rid = |side: Side| e.request_id.filter(|_| e.requested_by == side);
+    if order.maker_side() == Side::Seller {
+        taker_reputation(tx, order, ctx.now)?;
+    }
+    let view = seller_view(order, Status::WaitingPayment, false);
+    tell(
+        tx,
+        order,
+        Side::Seller,
+        rid(Side::Seller),
+        Action::PayInvoice,
+        Some(Payload::PaymentRequest(
+            Some(view),
+            invoice.to_string(),
+            None,
+        )),
+    )?;
+    tell(
+        tx,
+        order,
+        Side::Buyer,
+        rid(Side::Buyer),
+        Action::WaitingSellerToPay,
+        None,
+    )
+}
+
+/// The seller's payment is held (reference §4.5): with the buyer's invoice known the trade is
+/// active; otherwise the buyer is asked for one.
+fn seller_paid(tx: &mut Tx, ctx: &Ctx, order: &mut Order) -> Result<(), StoreError> {
+    if order.status != Status::WaitingPayment {
+        return Ok(());
+    }
+    if order.buyer_invoice.is_some() {
+        if order.move_to(Status::Active).is_ok() {
+            escrow_held_notices(tx, order, None)?;
+        }
+        return Ok(());
+    }
+    if order.move_to(Status::WaitingBuyerInvoice).is_err() {
+        return Ok(());
+    }
+    order.taken_at = ctx.now;
+    tx.set_timer(
+        ctx.now + ctx.settings.mostro.expiration_seconds,
+        order.id,
+        Timer::WaitingTimeout,
+    )?;
+    let view = buyer_view(order, Status::WaitingBuyerInvoice, false);
+    tell(
+        tx,
+        order,
+        Side::Buyer,
+        None,
+        Action::AddInvoice,
+        Some(Payload::Order(view)),
+    )?;
+    tell(
+        tx,
+        order,
+        Side::Seller,
+        None,
+        Action::WaitingBuyerInvoice,
+        None,
+    )?;
+    if order.maker_side() == Side::Buyer {
+        taker_reputation(tx, order, ctx.now)?;
+    }
+    Ok(())
+}
+
+/// The hold invoice ended without a settlement (expired unpaid, refused, or failed back at its
+/// deadline): the seller has the sats back; the order follows.
+fn escrow_gone(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    order: &mut Order,
+    active: &mut HashSet<PublicKey>,
+) -> Result<(), StoreError> {
+    match order.status {
+        Status::WaitingPayment | Status::WaitingBuyerInvoice => {
+            waiting_timeout(tx, ctx, order, active)
+        }
+        Status::Active | Status::FiatSent | Status::Dispute | Status::SettledHoldInvoice => {
+            if order.move_to(Status::Canceled).is_ok() {
+                close_dispute(
+                    tx,
+                    ctx,
+                    order,
+                    mostro_core::prelude::DisputeStatus::SellerRefunded,
+                )?;
+                for side in [Side::Seller, Side::Buyer] {
+                    tell(
+                        tx,
+                        order,
+                        side,
+                        None,
+                        Action::HoldInvoicePaymentCanceled,
+                        None,
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A taken order waited too long (reference §4.13): if the taker is the one who did not act,
+/// the order goes back to the book; if the maker, it is cancelled.
+pub fn waiting_timeout(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    order: &mut Order,
+    active: &mut HashSet<PublicKey>,
+) -> Result<(), StoreError> {
+    use mostro_core::prelude::Kind;
+    let taker_late = matches!(
+        (order.kind, order.status),
+        (Kind::Sell, Status::WaitingBuyerInvoice) | (Kind::Buy, Status::WaitingPayment)
+    );
+    if taker_late {
+        back_to_pending(tx, ctx, order, active, None)
+    } else {
+        match cancel_trade(tx, ctx, order, active, None) {
+            Ok(()) | Err(super::dispatch::Fail::CantDo(_) | super::dispatch::Fail::Ignore(_)) => {
+                Ok(())
+            }
+            Err(super::dispatch::Fail::Store(e)) => Err(e),
+        }
+    }
+}
+
+fn apply_payout(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    order: &mut Order,
+    fact: PayoutFact,
+) -> Result<(), StoreError> {
+    let Some(payout) = order.payout.as_mut() else {
+        return Ok(());
+    };
+    let failure = match (&payout.state, fact) {
+        (PayoutState::Due, PayoutFact::Resolved { invoice, hash }) => {
+            payout.state = PayoutState::Paying {
+                invoice,
+                hash,
+                sent: false,
+            };
+            None
+        }
+        (PayoutState::Due, PayoutFact::Unusable(reason)) => Some(reason),
+        (PayoutState::Paying { hash, sent, .. }, PayoutFact::Sent(h)) if *hash == h && !sent => {
+            if let PayoutState::Paying { sent, .. } = &mut payout.state {
+                *sent = true;
+            }
+            None
+        }
+        (PayoutState::Paying { hash, .. }, PayoutFact::NotSent(h, reason)) if *hash == h => {
+            Some(reason)
+        }
+        (PayoutState::Paying { hash, .. }, PayoutFact::Ended(h, outcome)) if *hash == h => {
+            match outcome {
+                PayOutcome::Succeeded { fee_msat } => {
+                    payout.state = PayoutState::Paid;
+                    payout.fee_msat = fee_msat;
+                    if order.move_to(Status::Success).is_ok() {
+                        tracing::info!(order = %order.id, fee_msat, "payout: buyer paid");
+                        tell(
+                            tx,
+                            order,
+                            Side::Buyer,
+                            None,
+                            Action::PurchaseCompleted,
+                            None,
+                        )?;
+                        tell(tx, order, Side::Buyer, None, Action::Rate, None)?;
+                    }
+                    None
+                }
+                PayOutcome::Failed { reason } => Some(reason),
+                PayOutcome::Pending => None,
+            }
+        }
+        _ => None,
+    };
+    if let Some(reason) = failure {
+        payout_failed(tx, ctx, order, reason)?;
+    }
+    Ok(())
+}
+
+/// A payout attempt failed: retry later, or ask the buyer for a new invoice once the attempts
+/// are used up. The buyer hears of the first failure and of the request for a new invoice.
+fn payout_failed(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    order: &mut Order,
+    reason: String,
+) -> Result<(), StoreError> {
+    let l = &ctx.settings.lightning;
+    let Some(payout) = order.payout.as_mut() else {
+        return Ok(());
+    };
+    payout.attempts += 1;
+    tracing::warn!(order = %order.id, attempt = payout.attempts, "payout failed: {reason}");
+    let first = payout.attempts == 1;
+    let exhausted = payout.attempts >= l.payment_attempts;
+    if exhausted {
+        payout.state = PayoutState::NeedsInvoice { reason };
+    } else {
+        let retry_at = ctx.now + l.payment_retries_interval as i64;
+        payout.state = PayoutState::Failed { reason, retry_at };
+        tx.set_timer(retry_at, order.id, Timer::PayoutRetry)?;
+    }
+    if first {
+        let info = PaymentFailedInfo {
+            payment_attempts: l.payment_attempts.saturating_sub(1),
+            payment_retries_interval: l.payment_retries_interval,
+        };
+        tell(
+            tx,
+            order,
+            Side::Buyer,
+            None,
+            Action::PaymentFailed,
+            Some(Payload::PaymentFailed(info)),
+        )?;
+    }
+    if exhausted {
+        let view = buyer_view(order, Status::SettledHoldInvoice, false);
+        tell(
+            tx,
+            order,
+            Side::Buyer,
+            None,
+            Action::AddInvoice,
+            Some(Payload::Order(view)),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_fee_cap_follows_reference() {
+        assert_eq!(routing_fee_cap(500, 0.002), 10);
+        assert_eq!(routing_fee_cap(1000, 0.002), 10);
+        assert_eq!(routing_fee_cap(100_000, 0.002), 200);
+    }
+}
