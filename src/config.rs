@@ -437,8 +437,8 @@ impl Settings {
         check(
             "mostro.expiration_seconds",
             m.expiration_seconds,
-            (10..=86_400).contains(&m.expiration_seconds),
-            "10 to 86400 seconds",
+            (1..=86_400).contains(&m.expiration_seconds),
+            "1 to 86400 seconds",
         )?;
         check("mostro.pow", m.pow, m.pow <= 32, "0 to 32 bits")?;
         check(

@@ -4,94 +4,9 @@
 
 mod common;
 
+use common::trade::*;
 use common::*;
-use ldk_node::lightning_invoice::{Bolt11InvoiceDescription, Description};
-use ldk_node::Node;
 use mostro_core::prelude::*;
-
-/// Fee per side at `mostro.fee = 0.01` for 50,000 sats: round(0.01 × 50,000 / 2).
-const AMOUNT: i64 = 50_000;
-const FEE: i64 = 250;
-
-/// A market with a 1 % fee and both traders connected.
-struct Trade {
-    m: Market,
-    seller: Trader,
-    buyer: Trader,
-}
-
-async fn trade(extra: &[&str]) -> Trade {
-    let mut settings = vec!["mostro.fee=0.01"];
-    settings.extend_from_slice(extra);
-    let m = market(&settings, 100_000).await;
-    let seller = Trader::new(&m.b.url, m.b.pubkey(), Wire::V2, false).await;
-    let buyer = Trader::new(&m.b.url, m.b.pubkey(), Wire::V1, false).await;
-    Trade { m, seller, buyer }
-}
-
-/// An invoice of `wallet` for `sats`.
-fn invoice(wallet: &Node, sats: i64) -> String {
-    let desc = Bolt11InvoiceDescription::Direct(Description::new("payout".into()).unwrap());
-    wallet
-        .bolt11_payment()
-        .receive(sats as u64 * 1000, &desc, 7200)
-        .unwrap()
-        .to_string()
-}
-
-/// The invoice inside a `pay-invoice` message, with the order view the seller is shown.
-fn pay_request(m: &Message) -> (SmallOrder, String) {
-    match &m.get_inner_message_kind().payload {
-        Some(Payload::PaymentRequest(Some(o), inv, _)) => (o.clone(), inv.clone()),
-        other => panic!("expected a payment request, got {other:?}"),
-    }
-}
-
-/// Every sat each party owns in its channels, before the trade.
-struct Balances {
-    seller: u64,
-    buyer: u64,
-    node: u64,
-}
-
-async fn balances(t: &Trade) -> Balances {
-    Balances {
-        seller: ln_sats(&t.m.alice).await,
-        buyer: ln_sats(&t.m.bob).await,
-        node: ln_sats(t.m.b.ln()).await,
-    }
-}
-
-/// Buyer +amount−fee, seller −amount−fee, node +2×fee (direct channels: no routing fee).
-async fn assert_paid_to_the_sat(t: &Trade, before: &Balances) {
-    let after = balances(t).await;
-    assert_eq!(
-        after.buyer as i64 - before.buyer as i64,
-        AMOUNT - FEE,
-        "buyer receives amount − fee"
-    );
-    assert_eq!(
-        before.seller as i64 - after.seller as i64,
-        AMOUNT + FEE,
-        "seller pays amount + fee"
-    );
-    assert_eq!(
-        after.node as i64 - before.node as i64,
-        2 * FEE,
-        "node keeps both fees"
-    );
-}
-
-/// The seller pays the hold invoice from its wallet.
-fn seller_pays(t: &Trade, invoice: &str) {
-    let inv: ldk_node::lightning_invoice::Bolt11Invoice = invoice.parse().unwrap();
-    assert_eq!(
-        inv.amount_milli_satoshis(),
-        Some((AMOUNT + FEE) as u64 * 1000),
-        "hold invoice is for amount + fee"
-    );
-    t.m.alice.bolt11_payment().send(&inv, None).unwrap();
-}
 
 /// Fiat sent, release, payout, ratings: the second half of every trade.
 async fn fiat_release_and_rate(t: &Trade, id: uuid::Uuid, s: i64, b: i64) {
@@ -114,6 +29,7 @@ async fn fiat_release_and_rate(t: &Trade, id: uuid::Uuid, s: i64, b: i64) {
     t.buyer.expect(b, Action::PurchaseCompleted).await;
     t.buyer.expect(b, Action::Rate).await;
     t.seller.wait_order_status(id, "success").await;
+    let buyer_key = t.buyer.trade_keys(b).await.public_key();
 
     // Ratings: each side once; a second rating is ignored.
     t.seller
@@ -128,6 +44,16 @@ async fn fiat_release_and_rate(t: &Trade, id: uuid::Uuid, s: i64, b: i64) {
         .send(b, Some(id), Action::RateUser, Some(Payload::RatingUser(4)))
         .await;
     t.buyer.expect(b, Action::RateReceived).await;
+    t.seller
+        .send(s, Some(id), Action::RateUser, Some(Payload::RatingUser(1)))
+        .await;
+
+    // The buyer's reputation is public (38384, `d` = the rated trade key): one review of 5,
+    // counted at half weight as mostro-core does for a first rating.
+    let rating = t.seller.wait_rating(&buyer_key).await;
+    assert_eq!(tag_value(&rating, "total_reviews").as_deref(), Some("1"));
+    assert_eq!(tag_value(&rating, "total_rating").as_deref(), Some("2.5"));
+    assert_eq!(tag_value(&rating, "last_rating").as_deref(), Some("5"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -246,4 +172,222 @@ async fn buy_order_trade_pays_everyone_to_the_sat() {
 
     fiat_release_and_rate(&t, id, s, b).await;
     assert_paid_to_the_sat(&t, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn market_priced_range_order_is_taken_twice() {
+    // 100,000 USD per BTC: 20 USD = 20,000 sats, less a 1 % premium = 19,800 sats.
+    let api = price_stub(r#"{"BTC":{"USD":100000.0},"base":"BTC"}"#).await;
+    let set_api = format!("price.api_url={api}");
+    let t = trade(&[&set_api]).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while t.m.b.running.prices.quote("USD", now()).is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "no price fetched");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let before = balances(&t).await;
+    let range = SmallOrder {
+        amount: 0,
+        fiat_amount: 0,
+        min_amount: Some(10),
+        max_amount: Some(30),
+        premium: 1,
+        ..fixed_order(Kind::Sell, 0, 0)
+    };
+    let (s, rid) = t.seller.new_order(range).await;
+    let id = order_of(&t.seller.reply(s, Some(rid)).await).id.unwrap();
+
+    // First take: 20 USD, outside the range refused first.
+    let b = t.buyer.take_index();
+    let rid = t
+        .buyer
+        .send(b, Some(id), Action::TakeSell, Some(Payload::Amount(31)))
+        .await;
+    assert_eq!(
+        cant_do(&t.buyer.reply(b, Some(rid)).await),
+        Some(CantDoReason::OutOfRangeSatsAmount)
+    );
+    let b = t.buyer.take_index();
+    t.buyer
+        .send(b, Some(id), Action::TakeSell, Some(Payload::Amount(20)))
+        .await;
+    let (sats, fee) = (19_800, 99);
+    let ask = order_of(&t.buyer.expect(b, Action::AddInvoice).await);
+    assert_eq!(
+        ask.amount,
+        sats - fee,
+        "priced at take: 20 USD less 1 % premium, less fee"
+    );
+    assert_eq!(ask.fiat_amount, 20);
+    let inv = invoice(&t.m.bob, sats - fee);
+    t.buyer
+        .send(
+            b,
+            Some(id),
+            Action::AddInvoice,
+            Some(Payload::PaymentRequest(None, inv, None)),
+        )
+        .await;
+    t.seller.expect(s, Action::PayInvoice).await;
+    let (view, hold) = pay_request(&t.seller.expect(s, Action::PayInvoice).await);
+    assert_eq!(view.amount, sats + fee);
+    t.m.alice
+        .bolt11_payment()
+        .send(&hold.parse().unwrap(), None)
+        .unwrap();
+    t.seller.expect(s, Action::BuyerTookOrder).await;
+    fiat_sent(&t, id, s, b).await;
+
+    // Release with the maker's next trade key: 30 − 20 = 10 = min, so a fixed 10 USD child.
+    let next = t.seller.take_index();
+    let next_key = t.seller.trade_keys(next).await.public_key().to_hex();
+    t.seller
+        .send(
+            s,
+            Some(id),
+            Action::Release,
+            Some(Payload::NextTrade(next_key, next as u32)),
+        )
+        .await;
+    let child = t.seller.expect(next, Action::NewOrder).await;
+    let child_order = order_of(&child);
+    assert_eq!(child.get_inner_message_kind().trade_index, Some(next));
+    assert_eq!(
+        (child_order.fiat_amount, child_order.min_amount),
+        (10, None)
+    );
+    let child_id = child_order.id.unwrap();
+    t.buyer.expect(b, Action::PurchaseCompleted).await;
+    t.seller.wait_order_status(child_id, "pending").await;
+    assert_moved(&t, &before, sats - fee, sats + fee, 2 * fee).await;
+
+    // Second take, of the child: 10 USD = 9,900 sats.
+    let before = balances(&t).await;
+    let b2 = t.buyer.take_index();
+    let inv = invoice(&t.m.bob, 9_900 - 50);
+    t.buyer
+        .send(
+            b2,
+            Some(child_id),
+            Action::TakeSell,
+            Some(Payload::PaymentRequest(None, inv, None)),
+        )
+        .await;
+    t.seller.expect(next, Action::PayInvoice).await;
+    let (_, hold) = pay_request(&t.seller.expect(next, Action::PayInvoice).await);
+    t.m.alice
+        .bolt11_payment()
+        .send(&hold.parse().unwrap(), None)
+        .unwrap();
+    t.seller.expect(next, Action::BuyerTookOrder).await;
+    fiat_sent(&t, child_id, next, b2).await;
+    t.seller
+        .send(next, Some(child_id), Action::Release, None)
+        .await;
+    t.buyer.expect(b2, Action::PurchaseCompleted).await;
+    assert_moved(&t, &before, 9_900 - 50, 9_900 + 50, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_payout_asks_for_a_new_invoice_then_pays_once() {
+    let t = trade(&[
+        "lightning.payment_attempts=2",
+        "lightning.payment_retries_interval=1",
+    ])
+    .await;
+    let carol = stranded_wallet(&t);
+    let before = balances(&t).await;
+    let (s, rid) = t
+        .seller
+        .new_order(fixed_order(Kind::Sell, AMOUNT, 10))
+        .await;
+    let id = order_of(&t.seller.reply(s, Some(rid)).await).id.unwrap();
+    let b = t.buyer.take_index();
+    // An invoice nobody can route to.
+    let unroutable = invoice(&carol, AMOUNT - FEE);
+    t.buyer
+        .send(
+            b,
+            Some(id),
+            Action::TakeSell,
+            Some(Payload::PaymentRequest(None, unroutable, None)),
+        )
+        .await;
+    t.seller.expect(s, Action::PayInvoice).await;
+    let (_, hold) = pay_request(&t.seller.expect(s, Action::PayInvoice).await);
+    seller_pays(&t, &hold);
+    t.buyer.expect(b, Action::HoldInvoicePaymentAccepted).await;
+    fiat_sent(&t, id, s, b).await;
+    t.seller.send(s, Some(id), Action::Release, None).await;
+    t.buyer.expect(b, Action::Released).await;
+
+    // First failure is announced with the retries left; once they are used up the buyer is
+    // asked for a new invoice. The order stays settled-hold-invoice: nothing is lost.
+    let failed = t.buyer.expect(b, Action::PaymentFailed).await;
+    match failed.get_inner_message_kind().payload {
+        Some(Payload::PaymentFailed(ref info)) => {
+            assert_eq!(
+                (info.payment_attempts, info.payment_retries_interval),
+                (1, 1)
+            )
+        }
+        ref other => panic!("payment-failed without its info: {other:?}"),
+    }
+    let ask = order_of(&t.buyer.expect(b, Action::AddInvoice).await);
+    assert_eq!(ask.amount, AMOUNT - FEE);
+    assert_eq!(ask.status, Some(Status::SettledHoldInvoice));
+
+    // A new invoice: updated, paid once.
+    let rid = t
+        .buyer
+        .send(
+            b,
+            Some(id),
+            Action::AddInvoice,
+            Some(Payload::PaymentRequest(
+                None,
+                invoice(&t.m.bob, AMOUNT - FEE),
+                None,
+            )),
+        )
+        .await;
+    let updated = t.buyer.expect(b, Action::InvoiceUpdated).await;
+    assert_eq!(updated.get_inner_message_kind().request_id, Some(rid));
+    t.buyer.expect(b, Action::PurchaseCompleted).await;
+    assert_paid_to_the_sat(&t, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replayed_and_racing_releases_pay_once() {
+    let t = trade(&[]).await;
+    let before = balances(&t).await;
+    let (id, s, b) = active_trade(&t).await;
+    fiat_sent(&t, id, s, b).await;
+
+    // The seller's release, sent twice as the same event and once more as a new one, while
+    // the buyer asks to cancel at the same moment.
+    let release = Message::new_order(Some(id), Some(900), None, Action::Release, None);
+    let ev = t.seller.wrap(&release, s).await;
+    let again = Message::new_order(Some(id), Some(901), None, Action::Release, None);
+    let ev2 = t.seller.wrap(&again, s).await;
+    let cancel = Message::new_order(Some(id), Some(902), None, Action::Cancel, None);
+    let cev = t.buyer.wrap(&cancel, b).await;
+    let (r1, r2, r3, r4) = tokio::join!(
+        t.seller.publish(&ev),
+        t.buyer.publish(&cev),
+        t.seller.publish(&ev),
+        t.seller.publish(&ev2)
+    );
+    assert!(r1.is_ok() && r4.is_ok(), "{r1:?} {r2:?} {r3:?} {r4:?}");
+    t.buyer.expect(b, Action::PurchaseCompleted).await;
+    // The second release was refused; the exact replay got no answer at all.
+    let refused = t.seller.reply(s, Some(901)).await;
+    assert_eq!(cant_do(&refused), Some(CantDoReason::NotAllowedByStatus));
+    assert_paid_to_the_sat(&t, &before).await;
+    let paid: Vec<_> = t.m.b.ln().list_payments_with_filter(|p| {
+        p.direction == ldk_node::payment::PaymentDirection::Outbound
+            && matches!(p.kind, ldk_node::payment::PaymentKind::Bolt11 { .. })
+            && p.status == ldk_node::payment::PaymentStatus::Succeeded
+    });
+    assert_eq!(paid.len(), 1, "exactly one payout left the node: {paid:#?}");
 }

@@ -110,6 +110,7 @@ impl Engine {
                 self.on_ln_event(ev);
             }
             for id in self.work.take() {
+                tracing::debug!(order = %id, "escrow: looking at the order");
                 if let Err(e) = self.sync(id).await {
                     tracing::error!(order = %id, "escrow: {e}; will retry");
                 }
@@ -305,6 +306,7 @@ impl Engine {
             }
             v
         };
+        tracing::debug!("escrow: {} hold invoices to cancel", hashes.len());
         if hashes.is_empty() {
             return Ok(());
         }

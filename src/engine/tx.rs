@@ -123,6 +123,7 @@ impl<'t> Tx<'t> {
     pub fn refund(&mut self, order: &mut Order) -> Result<(), StoreError> {
         if let Some(e) = &mut order.escrow {
             if !matches!(e.state, EscrowState::Settling | EscrowState::Settled) {
+                tracing::debug!(order = %order.id, "refund: hold {} to cancel", e.hash());
                 self.cancel_holds.insert(&e.hash().0, ())?;
                 e.state = EscrowState::Refunded;
                 self.ln_work.push(order.id);

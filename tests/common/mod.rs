@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod trade;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -92,6 +94,13 @@ impl TestBox {
     }
 
     pub async fn start_in(dir: PathBuf, chain: Arc<Bitcoind>, extra: &[&str]) -> Self {
+        // `RUST_LOG=mostro_box=debug cargo test ...` shows the box's logs with a test's output.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let port = free_port();
         let mut o = base_overrides(port, &chain);
         o.extend(extra.iter().map(|s| s.to_string()));
@@ -132,10 +141,10 @@ pub async fn market(extra: &[&str], push_sats: u64) -> Market {
     regtest::fund(&b.chain, &[b.ln(), &alice, &bob], 1)
         .await
         .unwrap();
-    regtest::open_channel(&b.chain, &alice, b.ln(), 1_000_000, push_sats)
+    regtest::open_channel(&b.chain, &alice, b.ln(), 2_000_000, push_sats)
         .await
         .unwrap();
-    regtest::open_channel(&b.chain, b.ln(), &bob, 1_000_000, push_sats)
+    regtest::open_channel(&b.chain, b.ln(), &bob, 2_000_000, push_sats)
         .await
         .unwrap();
     Market { b, alice, bob }
@@ -457,6 +466,32 @@ impl Trader {
             .identifier(id.to_string());
         let events = self.client.fetch_events(f, WAIT).await.ok()?;
         events.into_iter().max_by_key(|e| e.created_at)
+    }
+
+    /// Polls until the node has published a rating (38384) for `rated`.
+    pub async fn wait_rating(&self, rated: &PublicKey) -> Event {
+        self.wait_event(NOSTR_RATING_EVENT_KIND, &rated.to_hex(), |_| true)
+            .await
+    }
+
+    /// Polls until the node's addressable event of `kind` with `d` satisfies `ok`.
+    pub async fn wait_event(&self, kind: u16, d: &str, ok: impl Fn(&Event) -> bool) -> Event {
+        let f = Filter::new()
+            .kind(Kind::Custom(kind))
+            .author(self.node)
+            .identifier(d);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(events) = self.client.fetch_events(f.clone(), WAIT).await {
+                if let Some(ev) = events.into_iter().max_by_key(|e| e.created_at) {
+                    if ok(&ev) {
+                        return ev;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no event of kind {kind} for {d}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Polls until the order's 38383 `s` tag has `status`.
