@@ -220,9 +220,11 @@ impl Engine {
                 (EscrowState::Settling, Some(rec))
                     if matches!(rec.state, HoldState::Held { .. }) =>
                 {
+                    crash_point("before-settle").await;
                     if let Err(err) = ln.settle_hold(e.preimage).await {
                         tracing::warn!(order = %order.id, "escrow: cannot settle: {err}");
                     }
+                    crash_point("after-settle").await;
                 }
                 _ => {}
             }
@@ -235,7 +237,7 @@ impl Engine {
                     invoice,
                     hash,
                     sent: false,
-                } => Some(self.send_payout(order, invoice, *hash)),
+                } => Some(self.send_payout(order, invoice, *hash).await),
                 PayoutState::Paying {
                     hash, sent: true, ..
                 } => ln
@@ -281,7 +283,7 @@ impl Engine {
         }
     }
 
-    fn send_payout(&self, order: &Order, invoice: &str, hash: PaymentHash) -> PayoutFact {
+    async fn send_payout(&self, order: &Order, invoice: &str, hash: PaymentHash) -> PayoutFact {
         let amount_msat = order.buyer_total() as u64 * 1000;
         let inv = match self.ln.check_invoice(invoice, Some(amount_msat), 0) {
             Ok(inv) => inv,
@@ -290,7 +292,10 @@ impl Engine {
         let amount = inv.amount_milli_satoshis().is_none().then_some(amount_msat);
         let cap = routing_fee_cap(order.buyer_total(), self.settings.mostro.max_routing_fee);
         match self.ln.pay(&inv, amount, cap * 1000) {
-            Ok(_) => PayoutFact::Sent(hash),
+            Ok(_) => {
+                crash_point("after-pay").await;
+                PayoutFact::Sent(hash)
+            }
             Err(e) => PayoutFact::NotSent(hash, e.to_string()),
         }
     }
@@ -339,6 +344,24 @@ impl Engine {
             })
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Fault injection for the crash tests: with `MOSTRO_BOX_CRASH_AT=<point>` in its environment
+/// the process dies on the spot (as in a power cut) when it reaches that point: `before-settle`
+/// (release recorded, escrow not settled), `after-settle` (settled, payout not started),
+/// `after-pay` (payment sent, not yet recorded as sent).
+///
+/// The points after a Lightning call first give ldk-node a moment to persist its channel
+/// manager: a cut inside ldk-node's own persistence window makes LDK force-close the channel
+/// on restart (its documented recovery), which is LDK's crash model, not the box's.
+async fn crash_point(point: &str) {
+    if std::env::var("MOSTRO_BOX_CRASH_AT").as_deref() == Ok(point) {
+        if point != "before-settle" {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        eprintln!("MOSTRO_BOX_CRASH_AT={point}: dying here");
+        std::process::abort();
     }
 }
 

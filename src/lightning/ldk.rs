@@ -572,7 +572,9 @@ impl super::Lightning for LdkNode {
             (None, None) => return Err(InvoiceError::WrongAmount.into()),
         };
         match sent {
-            Ok(_) => Ok(hash),
+            // Already paid or in flight: the node never pays one invoice twice, and its outcome
+            // is what `payment` reports.
+            Ok(_) | Err(NodeError::DuplicatePayment) => Ok(hash),
             Err(NodeError::PaymentSendingFailed) => {
                 // LDK found no route at all (it records the payment as failed).
                 let reason = format!(

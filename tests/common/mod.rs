@@ -164,8 +164,22 @@ impl BoxProcess {
 
     /// Starts `mostro-box run` on `dir` (which must be initialised) and waits for its relay.
     pub async fn spawn(dir: &Path, port: u16, chain: &Bitcoind, extra: &[String]) -> Self {
+        Self::spawn_crashing(dir, port, chain, extra, None).await
+    }
+
+    /// As [`BoxProcess::spawn`], set to die at a fault-injection point (`MOSTRO_BOX_CRASH_AT`).
+    pub async fn spawn_crashing(
+        dir: &Path,
+        port: u16,
+        chain: &Bitcoind,
+        extra: &[String],
+        crash_at: Option<&str>,
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mostro-box"));
         cmd.arg("--data-dir").arg(dir).arg("run");
+        if let Some(point) = crash_at {
+            cmd.env("MOSTRO_BOX_CRASH_AT", point);
+        }
         for o in base_overrides(port, chain).iter().chain(extra) {
             cmd.arg("--set").arg(o);
         }
@@ -184,11 +198,22 @@ impl BoxProcess {
             dir: dir.to_path_buf(),
             port,
         };
+        let mut p = p;
+        if crash_at.is_some() {
+            // It may reach its crash point before the relay is even up.
+            return p;
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_err()
         {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!(
+                    "box exited with {status} while starting: see {}/box.log",
+                    dir.display()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "box did not start: see {}/box.log",
@@ -205,6 +230,18 @@ impl BoxProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         p
+    }
+
+    /// Waits (up to a minute) for the process to die on its own; true if it aborted.
+    pub async fn wait_exit(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return !status.success();
+            }
+            assert!(Instant::now() < deadline, "the box did not die");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `kill -9`.
@@ -423,6 +460,21 @@ impl Trader {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The same trader on a fresh connection (after the box restarted): same identity, same
+    /// trade keys, every subscription made again.
+    pub async fn reopen(&self, url: &str) -> Trader {
+        let mut t = Trader::new(url, self.node, self.wire, self.full_privacy).await;
+        t.identity = self.identity.clone();
+        *t.by_index.lock().unwrap() = self.by_index.lock().unwrap().clone();
+        *t.next_index.lock().unwrap() = *self.next_index.lock().unwrap();
+        *t.next_request.lock().unwrap() = *self.next_request.lock().unwrap() + 100;
+        let indexes: Vec<i64> = t.by_index.lock().unwrap().keys().copied().collect();
+        for i in indexes {
+            t.trade_keys(i).await;
+        }
+        t
     }
 
     /// Waits for a message with `action` to trade key `index` (removing it from the inbox).
