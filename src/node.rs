@@ -249,6 +249,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         Arc::new(crate::api::ApiContext {
             lightning: lightning.clone(),
             store: store.clone(),
+            engine: engine.clone(),
             settings: settings.clone(),
             npub: npub.clone(),
             started,

@@ -146,23 +146,28 @@ async fn escrow_deadline_cancels_active_and_disputes_fiat_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn solver_settles_for_the_buyer_and_cancels_for_the_seller() {
     let t = trade(&[]).await;
-    let admin = node_admin(&t).await;
     let solver = Trader::new(&t.m.b.url, t.m.b.pubkey(), Wire::V2, false).await;
     let before = balances(&t).await;
 
-    // The node key adds a solver (read-write).
+    // The operator adds a solver (read-write) and a read-only one with the CLI.
     let npub = solver.identity.public_key().to_bech32().unwrap();
-    let a = admin.take_index();
-    let rid = admin
-        .send(
-            a,
-            Some(uuid::Uuid::new_v4()),
-            Action::AdminAddSolver,
-            Some(Payload::TextMessage(npub)),
-        )
-        .await;
-    let ack = admin.reply(a, Some(rid)).await;
-    assert!(matches!(ack, Message::Dispute(_)), "{ack:?}");
+    cli_ok(&t.m.b.dir, &["solver", "add", &npub]).await;
+    let reader = nostr_sdk::Keys::generate()
+        .public_key()
+        .to_bech32()
+        .unwrap();
+    cli_ok(&t.m.b.dir, &["solver", "add", &reader, "--read-only"]).await;
+    let solvers = cli_ok(&t.m.b.dir, &["solver", "list"]).await.stdout;
+    assert!(
+        solvers.contains(&npub) && solvers.contains("read-write") && solvers.contains(&reader),
+        "{solvers}"
+    );
+    cli_err(
+        &t.m.b.dir,
+        &["solver", "add", "npub1nonsense"],
+        "not a public key",
+    )
+    .await;
 
     // Trade 1: the buyer disputes after sending fiat; the solver takes it and settles.
     let (id, s, b) = active_trade(&t).await;
@@ -227,8 +232,23 @@ async fn solver_settles_for_the_buyer_and_cancels_for_the_seller() {
         cant_do(&solver.reply(v, Some(rid)).await),
         Some(CantDoReason::IsNotYourDispute)
     );
-    admin.send(a, Some(id), Action::AdminCancel, None).await;
-    admin.expect(a, Action::AdminCanceled).await;
+    // The operator decides from the CLI, with the node key.
+    let list = cli_ok(&t.m.b.dir, &["dispute", "list"]).await.stdout;
+    assert!(
+        list.contains(&id.to_string()) && list.contains("seller"),
+        "{list}"
+    );
+    cli_ok(&t.m.b.dir, &["dispute", "take", &id.to_string()]).await;
+    let done = cli_ok(&t.m.b.dir, &["dispute", "cancel", &id.to_string()])
+        .await
+        .stdout;
+    assert!(done.contains("seller is refunded"), "{done}");
+    cli_err(
+        &t.m.b.dir,
+        &["dispute", "settle", &id.to_string()],
+        "refused",
+    )
+    .await;
     t.seller.expect(s, Action::AdminCanceled).await;
     t.buyer.expect(b, Action::AdminCanceled).await;
     t.seller.wait_order_status(id, "canceled").await;

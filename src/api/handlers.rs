@@ -49,6 +49,13 @@ pub async fn route(
         ("GET", "/v1/hold/list") => hold_list(ctx).await,
         ("GET", "/v1/order/list") => order_list(ctx),
         ("GET", "/v1/order/show") => order_show(ctx, query),
+        ("GET", "/v1/dispute/list") => super::disputes::list(ctx),
+        ("GET", "/v1/dispute/show") => super::disputes::show(ctx, query),
+        ("POST", "/v1/dispute/take") => super::disputes::take(ctx, &input).await,
+        ("POST", "/v1/dispute/settle") => super::disputes::settle(ctx, &input).await,
+        ("POST", "/v1/dispute/cancel") => super::disputes::cancel(ctx, &input).await,
+        ("POST", "/v1/solver/add") => super::disputes::solver_add(ctx, &input).await,
+        ("GET", "/v1/solver/list") => super::disputes::solver_list(ctx),
         _ => Err(ApiError::not_found(format!(
             "no API endpoint {method} {path}; is the CLI the same version as the daemon?"
         ))),
@@ -515,7 +522,7 @@ fn order_show(ctx: &ApiContext, query: &str) -> Result<Value, ApiError> {
     serde_json::to_value(&o).map_err(ApiError::internal)
 }
 
-fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+pub(super) fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     input[name]
         .as_str()
         .filter(|s| !s.trim().is_empty())

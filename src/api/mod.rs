@@ -6,6 +6,7 @@
 //! `cli/`, and a test in `tests/cli.rs`.
 
 pub mod client;
+mod disputes;
 pub mod handlers;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ pub struct ApiContext {
     pub lightning: Arc<LdkNode>,
     /// The store (read-only use).
     pub store: Store,
+    /// The engine, for the operator's admin actions (disputes, solvers).
+    pub engine: crate::engine::Engine,
     /// Effective settings.
     pub settings: Arc<Settings>,
     /// The node's npub.

@@ -105,6 +105,18 @@ pub enum Command {
         #[command(subcommand)]
         what: OrderCommand,
     },
+    /// Disputes: list them, read one, take it, decide it.
+    Dispute {
+        /// What to do.
+        #[command(subcommand)]
+        what: DisputeCommand,
+    },
+    /// Dispute solvers: who may take and decide disputes.
+    Solver {
+        /// What to do.
+        #[command(subcommand)]
+        what: SolverCommand,
+    },
     /// Measure the box.
     Bench {
         /// Which benchmark.
@@ -235,6 +247,48 @@ pub enum OrderCommand {
         /// Order id.
         id: String,
     },
+}
+
+/// `dispute` subcommands. ID is the dispute's id or its order's id.
+#[derive(Debug, Subcommand)]
+pub enum DisputeCommand {
+    /// Every dispute, oldest first.
+    List,
+    /// One dispute with its order.
+    Show {
+        /// Dispute or order id.
+        id: String,
+    },
+    /// Take a dispute as the node (the parties are told a solver took it).
+    Take {
+        /// Dispute or order id.
+        id: String,
+    },
+    /// Decide for the buyer: release the escrow and pay the buyer.
+    Settle {
+        /// Dispute or order id.
+        id: String,
+    },
+    /// Decide for the seller: cancel the escrow, the seller gets the sats back.
+    Cancel {
+        /// Dispute or order id.
+        id: String,
+    },
+}
+
+/// `solver` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SolverCommand {
+    /// Let a Nostr key take and decide disputes.
+    Add {
+        /// The solver's npub.
+        npub: String,
+        /// May take disputes and read them, but not settle or cancel.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Every solver.
+    List,
 }
 
 /// Benchmarks.

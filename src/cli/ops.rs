@@ -7,10 +7,21 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::{json, Value};
 
-use super::{ChannelCommand, Command, InvoiceCommand, OrderCommand, PeerCommand, WalletCommand};
+use super::{
+    ChannelCommand, Command, DisputeCommand, InvoiceCommand, OrderCommand, PeerCommand,
+    SolverCommand, WalletCommand,
+};
 use crate::api::client::call;
 use crate::lightning::Preimage;
 use ldk_node::bitcoin::hex::DisplayHex;
+
+fn outcome(v: &Value) -> String {
+    format!(
+        "order {}: {}",
+        v["order_id"].as_str().unwrap_or_default(),
+        v["outcome"].as_str().unwrap_or_default()
+    )
+}
 
 /// Runs an operator command against the daemon of `data_dir`.
 pub async fn run(data_dir: &Path, as_json: bool, command: Command) -> anyhow::Result<()> {
@@ -230,6 +241,60 @@ pub async fn run(data_dir: &Path, as_json: bool, command: Command) -> anyhow::Re
                     serde_json::to_string_pretty(v).unwrap_or_default()
                 })
             }
+        },
+        Command::Dispute { what } => match what {
+            DisputeCommand::List => (get("/v1/dispute/list").await?, |v| {
+                table(
+                    &v["disputes"],
+                    &[
+                        ("DISPUTE", "id"),
+                        ("ORDER", "order_id"),
+                        ("STATUS", "status"),
+                        ("BY", "initiator"),
+                        ("SATS", "amount_sats"),
+                        ("FIAT", "fiat"),
+                    ],
+                )
+            }),
+            DisputeCommand::Show { id } => {
+                let path = format!("/v1/dispute/show?id={}", id.trim());
+                (call(data_dir, "GET", &path, None).await?, |v| {
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                })
+            }
+            DisputeCommand::Take { id } => {
+                (post("/v1/dispute/take", json!({ "id": id })).await?, |v| {
+                    format!(
+                        "took dispute {}\n{}",
+                        v["id"].as_str().unwrap_or_default(),
+                        serde_json::to_string_pretty(&v["details"]).unwrap_or_default()
+                    )
+                })
+            }
+            DisputeCommand::Settle { id } => (
+                post("/v1/dispute/settle", json!({ "id": id })).await?,
+                outcome,
+            ),
+            DisputeCommand::Cancel { id } => (
+                post("/v1/dispute/cancel", json!({ "id": id })).await?,
+                outcome,
+            ),
+        },
+        Command::Solver { what } => match what {
+            SolverCommand::Add { npub, read_only } => (
+                post(
+                    "/v1/solver/add",
+                    json!({ "pubkey": npub, "read_only": read_only }),
+                )
+                .await?,
+                |v| format!("solver {} added", v["pubkey"].as_str().unwrap_or_default()),
+            ),
+            SolverCommand::List => (get("/v1/solver/list").await?, |v| {
+                table(
+                    &v["solvers"],
+                    &[("NPUB", "npub"), ("PERMISSION", "permission")],
+                )
+            }),
         },
         _ => unreachable!("daemon commands are handled in main"),
     };

@@ -316,6 +316,56 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs an admin action as the node key, for the operator's CLI: the same handlers and
+    /// checks as a solver's request over the relay. What the handlers address to the node
+    /// itself (its acknowledgement or `cant-do`) comes back here instead of going out; notices
+    /// to the traders and public events go out as usual.
+    pub async fn act_as_node(
+        &self,
+        action: mostro_core::prelude::Action,
+        id: Option<uuid::Uuid>,
+        payload: Option<mostro_core::prelude::Payload>,
+    ) -> Result<Vec<mostro_core::prelude::Message>, StoreError> {
+        use mostro_core::prelude::{Action, Message};
+        let me = self.keys.public_key();
+        let message = match action {
+            Action::AdminTakeDispute | Action::AdminAddSolver => {
+                Message::new_dispute(id, None, None, action, payload)
+            }
+            _ => Message::new_order(id, None, None, action, payload),
+        };
+        let inbound = Inbound {
+            transport: crate::protocol::DIRECT,
+            message,
+            sender: me,
+            identity: me,
+            signature: None,
+            created_at: crate::protocol::now(),
+            pow: u8::MAX,
+            inner_id: crate::lightning::Preimage::random().0,
+        };
+        let engine = self.clone();
+        let (mine, out, work) = self
+            .store
+            .writer()
+            .write(move |txn| {
+                let mut tx = tx::Tx::open(txn)?;
+                let mut ctx = engine.ctx(crate::protocol::now());
+                let mut active = engine.active.lock().expect("active keys lock");
+                dispatch::handle(&mut tx, &mut ctx, &inbound, &mut active)?;
+                let mine = tx.take_direct_to(&me)?;
+                Ok((
+                    mine,
+                    std::mem::take(&mut tx.out),
+                    std::mem::take(&mut tx.ln_work),
+                ))
+            })
+            .await?;
+        self.deliver(out).await?;
+        self.work.push(work);
+        Ok(mine)
+    }
+
     /// Number of orders in the store, finished or not.
     pub fn order_count(&self) -> Result<u64, StoreError> {
         use redb::ReadableTableMetadata;

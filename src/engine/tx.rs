@@ -253,6 +253,28 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
+    /// Takes back the messages queued for `to` (they never leave the box).
+    pub fn take_direct_to(
+        &mut self,
+        to: &PublicKey,
+    ) -> Result<Vec<mostro_core::prelude::Message>, StoreError> {
+        let mut mine = Vec::new();
+        let mut rest = Vec::new();
+        for (seq, o) in std::mem::take(&mut self.out) {
+            match o {
+                Outgoing::Direct {
+                    to: dest, message, ..
+                } if dest == *to => {
+                    self.outbox.remove(seq)?;
+                    mine.push(message);
+                }
+                o => rest.push((seq, o)),
+            }
+        }
+        self.out = rest;
+        Ok(mine)
+    }
+
     /// True if this id (outer or inner) was handled before.
     pub fn seen(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
         Ok(self.processed.get(id)?.is_some())

@@ -141,13 +141,6 @@ pub async fn fiat_sent(t: &Trade, id: Uuid, s: i64, b: i64) {
     t.seller.expect(s, Action::FiatSentOk).await;
 }
 
-/// A trader acting with the node's own key (the root admin), as the operator's tools do.
-pub async fn node_admin(t: &Trade) -> Trader {
-    let mut admin = Trader::new(&t.m.b.url, t.m.b.pubkey(), Wire::V2, false).await;
-    admin.identity = mostro_box::keys::load(&t.m.b.dir).unwrap();
-    admin
-}
-
 /// A third wallet with no channels: payments to it always fail.
 pub fn stranded_wallet(t: &Trade) -> std::sync::Arc<Node> {
     wallet(&t.m.b.chain, "carol")
