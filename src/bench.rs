@@ -44,9 +44,7 @@ pub async fn intake(traders: usize, per_trader: usize, transport: &str) -> anyho
     let exe = crate::regtest::find_or_provision_bitcoind(&crate::cli::bitcoind_cache())?;
     let bitcoind = crate::regtest::Bitcoind::start(&exe, &dir.join("bitcoind")).await?;
     bitcoind.mine(1).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = crate::regtest::free_port()?;
     let url = format!("ws://127.0.0.1:{port}");
     let overrides = vec![
         format!("relay.listen=127.0.0.1:{port}"),

@@ -237,10 +237,22 @@ fn die_with_parent(cmd: &mut Command) {
 
 /// A free TCP port on 127.0.0.1 (released before returning, so there is a small race).
 pub fn free_port() -> Result<u16, RegtestError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| RegtestError::Bitcoind(e.to_string()))
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Ports are taken from below the kernel's ephemeral range (32768 and up), so a port handed
+    // out here is not grabbed by some outgoing connection before its user binds it. Each process
+    // starts at its own offset and never hands out the same port twice.
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = (std::process::id() % SPAN as u32) as u16;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (base.wrapping_add(n.wrapping_mul(7))) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(RegtestError::Bitcoind("no free local port".into()))
 }
 
 /// Starts a plain ldk-node wallet on regtest (a trader's wallet, or the playground's liquidity

@@ -33,11 +33,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    regtest::free_port().unwrap()
 }
 
 /// A regtest bitcoind of the test's own (killed when dropped), with the chain at height 1.
