@@ -11,7 +11,10 @@ use nostr::ToBech32;
 fn main() {
     let cli = Cli::parse();
     // On regtest bitcoind has no fee estimates and ldk-node logs an error on every sync.
-    let regtest_noise = matches!(cli.command, Command::Dev { .. } | Command::Bench { .. });
+    let regtest_noise = matches!(
+        cli.command,
+        Command::Dev { what: None, .. } | Command::Bench { .. }
+    );
     init_logging(&cli.log_format, regtest_noise);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -84,12 +87,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(&data_dir, std::env::vars(), &set)?;
             serve(&data_dir, settings).await
         }
-        Command::Dev { set } => {
+        Command::Dev { set, what } => {
             let dir = cli
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| default_data_dir().with_file_name(".mostro-box-dev"));
-            mostro_box::cli::dev::run(&dir, set).await
+            match what {
+                None => mostro_box::cli::dev::run(&dir, set).await,
+                Some(cmd) => mostro_box::cli::dev::wallet_command(&dir, cli.json, cmd).await,
+            }
         }
         Command::Seed {
             what: SeedCommand::Show { yes },
@@ -102,6 +108,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } => mostro_box::bench::intake(traders, orders, &transport)
                 .await
                 .context("bench intake"),
+            BenchKind::Trade {
+                trades,
+                concurrency,
+            } => mostro_box::bench::trade(trades, concurrency)
+                .await
+                .context("bench trade"),
         },
         operator => mostro_box::cli::ops::run(&data_dir, cli.json, operator).await,
     }

@@ -139,6 +139,8 @@ pub struct Running {
     pub prices: PriceBook,
     /// The Lightning node.
     pub lightning: Arc<LdkNode>,
+    /// The playground's trader wallets, served by the operator API (`mostro-box dev` fills it).
+    pub dev_wallets: crate::api::dev::DevWallets,
     tasks: Vec<JoinHandle<()>>,
     engine_task: JoinHandle<Result<(), StoreError>>,
 }
@@ -237,6 +239,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         settings.price.update_interval_seconds,
     )));
     let started = Instant::now();
+    let dev_wallets = crate::api::dev::DevWallets::default();
     let npub = keys.public_key().to_bech32().expect("bech32 npub");
     let (api_listener, api_path) =
         crate::api::bind(data_dir).map_err(|source| StartError::DataDir {
@@ -250,6 +253,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
             lightning: lightning.clone(),
             store: store.clone(),
             engine: engine.clone(),
+            dev_wallets: dev_wallets.clone(),
             settings: settings.clone(),
             npub: npub.clone(),
             started,
@@ -292,6 +296,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         engine,
         prices,
         lightning,
+        dev_wallets,
         tasks,
         engine_task,
     })

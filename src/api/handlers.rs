@@ -56,6 +56,9 @@ pub async fn route(
         ("POST", "/v1/dispute/cancel") => super::disputes::cancel(ctx, &input).await,
         ("POST", "/v1/solver/add") => super::disputes::solver_add(ctx, &input).await,
         ("GET", "/v1/solver/list") => super::disputes::solver_list(ctx),
+        ("POST", "/v1/dev/invoice") => super::dev::invoice(ctx, &input),
+        ("POST", "/v1/dev/pay") => super::dev::pay(ctx, &input),
+        ("GET", "/v1/dev/balance") => super::dev::balance(ctx),
         _ => Err(ApiError::not_found(format!(
             "no API endpoint {method} {path}; is the CLI the same version as the daemon?"
         ))),
@@ -529,7 +532,7 @@ pub(super) fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, Api
         .ok_or_else(|| ApiError::bad(format!("missing {name}")))
 }
 
-fn u64_field(input: &Value, name: &str) -> Result<u64, ApiError> {
+pub(super) fn u64_field(input: &Value, name: &str) -> Result<u64, ApiError> {
     input[name]
         .as_u64()
         .filter(|v| *v > 0)

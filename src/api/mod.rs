@@ -6,6 +6,7 @@
 //! `cli/`, and a test in `tests/cli.rs`.
 
 pub mod client;
+pub mod dev;
 mod disputes;
 pub mod handlers;
 
@@ -36,6 +37,8 @@ pub struct ApiContext {
     pub store: Store,
     /// The engine, for the operator's admin actions (disputes, solvers).
     pub engine: crate::engine::Engine,
+    /// The playground's trader wallets (empty unless running as `mostro-box dev`).
+    pub dev_wallets: dev::DevWallets,
     /// Effective settings.
     pub settings: Arc<Settings>,
     /// The node's npub.

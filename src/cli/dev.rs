@@ -54,6 +54,14 @@ pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
     )?;
     let alice = regtest::start_wallet(&peers.join("alice"), &bitcoind, "alice", BOX_LN_PORT + 2)?;
     let bob = regtest::start_wallet(&peers.join("bob"), &bitcoind, "bob", BOX_LN_PORT + 3)?;
+    running
+        .dev_wallets
+        .write()
+        .expect("dev wallets lock")
+        .extend([
+            ("alice".to_string(), alice.clone()),
+            ("bob".to_string(), bob.clone()),
+        ]);
     let the_box = running.lightning.node().clone();
     let all = [&the_box, &lsp, &alice, &bob];
     for n in &all[1..] {
@@ -90,6 +98,10 @@ pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
     println!("Point mostro-cli at it with:");
     println!("  export MOSTRO_PUBKEY={npub}");
     println!("  export RELAYS={url}");
+    println!("or trade as alice or bob (each with its own mostro-cli identity and wallet):");
+    println!("  eval \"$(mostro-box dev env alice)\"      # then mostro-cli neworder ...");
+    println!("  mostro-box dev pay alice INVOICE         # the seller pays the hold invoice");
+    println!("  mostro-box dev invoice bob SATS          # the buyer's payout invoice");
     println!("Ctrl-C stops everything.");
     let result = running
         .run_until(async {
@@ -102,6 +114,80 @@ pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
     }
     bitcoind.stop().await;
     result.context("the engine stopped")
+}
+
+/// Runs a playground wallet command against the running playground in `dir`.
+pub async fn wallet_command(
+    dir: &Path,
+    as_json: bool,
+    cmd: super::DevCommand,
+) -> anyhow::Result<()> {
+    use super::DevCommand;
+    use crate::api::client::call;
+    use serde_json::json;
+    let value = match cmd {
+        DevCommand::Env { trader } => {
+            if !matches!(trader.as_str(), "alice" | "bob") {
+                anyhow::bail!("no trader {trader}: the playground has alice and bob");
+            }
+            let npub = crate::keys::load(dir)?.public_key().to_bech32()?;
+            println!("export MOSTRO_PUBKEY={npub}");
+            println!("export RELAYS=ws://127.0.0.1:7777");
+            println!(
+                "export MCLI_DIR={}",
+                dir.join("traders").join(&trader).display()
+            );
+            return Ok(());
+        }
+        DevCommand::Invoice { wallet, sats } => {
+            let v = call(
+                dir,
+                "POST",
+                "/v1/dev/invoice",
+                Some(json!({ "wallet": wallet, "sats": sats })),
+            )
+            .await?;
+            if !as_json {
+                println!("{}", v["invoice"].as_str().unwrap_or_default());
+                return Ok(());
+            }
+            v
+        }
+        DevCommand::Pay { wallet, invoice } => {
+            let v = call(
+                dir,
+                "POST",
+                "/v1/dev/pay",
+                Some(json!({ "wallet": wallet, "invoice": invoice })),
+            )
+            .await?;
+            if !as_json {
+                println!(
+                    "{wallet} sent {} sats (a hold invoice stays pending until the trade ends)",
+                    v["sent_sats"]
+                );
+                return Ok(());
+            }
+            v
+        }
+        DevCommand::Balance => {
+            let v = call(dir, "GET", "/v1/dev/balance", None).await?;
+            if !as_json {
+                for w in v["wallets"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}: {} sats in channels, {} on chain",
+                        w["wallet"].as_str().unwrap_or_default(),
+                        w["lightning_sats"],
+                        w["onchain_sats"]
+                    );
+                }
+                return Ok(());
+            }
+            v
+        }
+    };
+    println!("{value}");
+    Ok(())
 }
 
 fn connect(from: &Node, to: &Node) -> anyhow::Result<()> {

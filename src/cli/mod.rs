@@ -47,11 +47,15 @@ pub enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
-    /// Run a local playground node on 127.0.0.1:7777 (regtest), creating it on first use.
+    /// Run a local playground node on 127.0.0.1:7777 (regtest), creating it on first use; with
+    /// a subcommand, use the playground's trader wallets while it runs.
     Dev {
         /// Override a setting: `--set section.key=value` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// A playground wallet command (none: run the playground).
+        #[command(subcommand)]
+        what: Option<DevCommand>,
     },
     /// The Lightning seed.
     Seed {
@@ -123,6 +127,32 @@ pub enum Command {
         #[command(subcommand)]
         which: BenchKind,
     },
+}
+
+/// Commands for the playground's trader wallets, alice and bob.
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Print the environment mostro-cli needs to trade as this trader (use with `eval`).
+    Env {
+        /// alice or bob.
+        trader: String,
+    },
+    /// Make an invoice in a trader's wallet (a buyer's payout invoice); prints it.
+    Invoice {
+        /// alice or bob.
+        wallet: String,
+        /// Amount in sats.
+        sats: u64,
+    },
+    /// Pay an invoice from a trader's wallet (a seller's hold invoice).
+    Pay {
+        /// alice or bob.
+        wallet: String,
+        /// The BOLT11 invoice.
+        invoice: String,
+    },
+    /// The traders' balances.
+    Balance,
 }
 
 /// `seed` subcommands.
@@ -306,6 +336,16 @@ pub enum BenchKind {
         /// Transport: `v1` (gift wrap), `v2` (NIP-44 direct) or `both` (half each).
         #[arg(long, default_value = "both")]
         transport: String,
+    },
+    /// Whole trades with real Lightning payments on regtest: latency of every step and trades
+    /// per minute.
+    Trade {
+        /// Trades in all.
+        #[arg(long, default_value_t = 100)]
+        trades: usize,
+        /// Trades in progress at once.
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
     },
 }
 

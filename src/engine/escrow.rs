@@ -109,12 +109,19 @@ impl Engine {
             while let Ok(ev) = events.try_recv() {
                 self.on_ln_event(ev);
             }
+            // Different orders are independent: look at them side by side, so one trade's
+            // Lightning call does not delay another's reply.
+            let mut looks = tokio::task::JoinSet::new();
             for id in self.work.take() {
-                tracing::debug!(order = %id, "escrow: looking at the order");
-                if let Err(e) = self.sync(id).await {
-                    tracing::error!(order = %id, "escrow: {e}; will retry");
-                }
+                let engine = self.clone();
+                looks.spawn(async move {
+                    tracing::debug!(order = %id, "escrow: looking at the order");
+                    if let Err(e) = engine.sync(id).await {
+                        tracing::error!(order = %id, "escrow: {e}; will retry");
+                    }
+                });
             }
+            while looks.join_next().await.is_some() {}
             if let Err(e) = self.cancel_queued_holds().await {
                 tracing::error!("escrow: cancelling hold invoices: {e}; will retry");
             }

@@ -18,6 +18,7 @@ use mostro_core::prelude::{
 use nostr::{Event, Filter, Keys, Kind, PublicKey};
 use nostr_sdk::{Client, RelayPoolNotification};
 
+use super::{ms, pct};
 use crate::config::Settings;
 use crate::protocol::outbound::Outgoing;
 use crate::protocol::{intake, DIRECT, GIFT_WRAP};
@@ -302,15 +303,4 @@ fn sample_order() -> SmallOrder {
         created_at: Some(0),
         ..Default::default()
     }
-}
-
-fn pct(v: &[Duration], p: usize) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v[((v.len() - 1) * p) / 100]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
