@@ -240,6 +240,13 @@ async fn every_command_against_a_running_box_and_a_hold_survives_kill_9() {
     assert_eq!(cli_ok(&dir, &["order", "list"]).await.stdout, "(none)");
     let unknown = uuid::Uuid::new_v4().to_string();
     cli_err(&dir, &["order", "show", &unknown], "no order").await;
+    cli_err(
+        &dir,
+        &["dev", "invoice", "bob", "1000"],
+        "only in the playground",
+    )
+    .await;
+    cli_err(&dir, &["dispute", "take", &unknown], "no dispute").await;
     let stranger = nostr::Keys::generate().public_key().to_hex();
     let stranger = format!("02{}", &stranger);
     cli_err(&dir, &["peer", "disconnect", &stranger], "is not a peer").await;

@@ -131,6 +131,8 @@ pub async fn wallet_command(
                 anyhow::bail!("no trader {trader}: the playground has alice and bob");
             }
             let npub = crate::keys::load(dir)?.public_key().to_bech32()?;
+            // mostro-cli creates its own directory but not the ones above it.
+            std::fs::create_dir_all(dir.join("traders"))?;
             println!("export MOSTRO_PUBKEY={npub}");
             println!("export RELAYS=ws://127.0.0.1:7777");
             println!(
