@@ -272,12 +272,7 @@ async fn crypto_floor(
             taken_at: 0,
             range_parent_id: None,
             last_event_at: 0,
-            escrow: None,
-            payout: None,
-            cancel_initiator: None,
-            dispute_id: None,
-            rated: Vec::new(),
-            next_trade: None,
+            trade: Default::default(),
         };
         let ack = Outgoing::direct(
             inb.sender,

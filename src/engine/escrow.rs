@@ -204,7 +204,7 @@ impl Engine {
     async fn observe(&self, order: &Order) -> Facts {
         let ln = &self.ln;
         let mut f = Facts::default();
-        if let Some(e) = &order.escrow {
+        if let Some(e) = &order.trade.escrow {
             let hash = e.hash();
             f.hash = Some(hash);
             let rec = ln.hold(hash).ok().flatten();
@@ -237,7 +237,7 @@ impl Engine {
             }
             f.hold = ln.hold(hash).ok().flatten().map(|r| r.state);
         }
-        if let Some(p) = &order.payout {
+        if let Some(p) = &order.trade.payout {
             f.payout = match &p.state {
                 PayoutState::Due => Some(self.resolve_payout(order).await),
                 PayoutState::Paying {
@@ -401,7 +401,7 @@ pub fn apply(
     active: &mut HashSet<PublicKey>,
 ) -> Result<(), StoreError> {
     let before = order.clone();
-    let same_escrow = order.escrow.as_ref().map(|e| e.hash()) == f.hash && f.hash.is_some();
+    let same_escrow = order.trade.escrow.as_ref().map(|e| e.hash()) == f.hash && f.hash.is_some();
     if same_escrow {
         apply_escrow(tx, ctx, order, &f, active)?;
     }
@@ -428,7 +428,7 @@ fn apply_escrow(
     f: &Facts,
     active: &mut HashSet<PublicKey>,
 ) -> Result<(), StoreError> {
-    let Some(escrow) = order.escrow.clone() else {
+    let Some(escrow) = order.trade.escrow.clone() else {
         return Ok(());
     };
     match (&escrow.state, &f.hold) {
@@ -469,7 +469,7 @@ fn apply_escrow(
         }
         (EscrowState::Settling, Some(HoldState::Settled)) => {
             set_escrow(order, EscrowState::Settled);
-            order.payout = Some(Payout {
+            order.trade.payout = Some(Payout {
                 attempts: 0,
                 state: PayoutState::Due,
                 fee_msat: 0,
@@ -481,7 +481,7 @@ fn apply_escrow(
 }
 
 fn set_escrow(order: &mut Order, state: EscrowState) {
-    if let Some(e) = &mut order.escrow {
+    if let Some(e) = &mut order.trade.escrow {
         e.state = state;
     }
 }
@@ -489,7 +489,7 @@ fn set_escrow(order: &mut Order, state: EscrowState) {
 /// The seller's invoice exists: the seller gets it (after the taker's reputation when the
 /// seller is the maker), the buyer learns the seller must pay.
 fn invoice_issued(tx: &mut Tx, ctx: &Ctx, order: &Order, invoice: &str) -> Result<(), StoreError> {
-    let Some(e) = &order.escrow else {
+    let Some(e) = &order.trade.escrow else {
         return Ok(());
     };
     let rid = |side: Side| e.request_id.filter(|_| e.requested_by == side);
@@ -631,7 +631,7 @@ fn apply_payout(
     order: &mut Order,
     fact: PayoutFact,
 ) -> Result<(), StoreError> {
-    let Some(payout) = order.payout.as_mut() else {
+    let Some(payout) = order.trade.payout.as_mut() else {
         return Ok(());
     };
     let failure = match (&payout.state, fact) {
@@ -693,7 +693,7 @@ fn payout_failed(
     reason: String,
 ) -> Result<(), StoreError> {
     let l = &ctx.settings.lightning;
-    let Some(payout) = order.payout.as_mut() else {
+    let Some(payout) = order.trade.payout.as_mut() else {
         return Ok(());
     };
     payout.attempts += 1;

@@ -204,23 +204,27 @@ pub struct Order {
     pub range_parent_id: Option<Uuid>,
     /// `created_at` of the last 38383 revision, so the next one is strictly newer.
     pub last_event_at: i64,
+    /// What happens once the order is taken: escrow, payout, cancel and dispute, ratings.
+    #[serde(flatten)]
+    pub trade: Trade,
+}
+
+/// The part of an order that only a taken order has. Empty (the default) while it waits in
+/// the book, and cleared when a taker walks away.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Trade {
     /// The seller's hold invoice, once the trade reaches it.
-    #[serde(default)]
     pub escrow: Option<Escrow>,
     /// The buyer's payout, once the escrow is settled.
-    #[serde(default)]
     pub payout: Option<Payout>,
     /// Who asked first for a cooperative cancel.
-    #[serde(default)]
     pub cancel_initiator: Option<Side>,
     /// The dispute opened on this trade, if any.
-    #[serde(default)]
     pub dispute_id: Option<Uuid>,
     /// Sides that have rated their counterparty (one rating each).
-    #[serde(default)]
     pub rated: Vec<Side>,
     /// Next trade key of a buy-range maker, given with `fiat-sent`.
-    #[serde(default)]
     pub next_trade: Option<NextTrade>,
 }
 
@@ -284,7 +288,7 @@ impl Order {
     /// to issue, watch or settle, or a payout to make or follow.
     pub fn lightning_pending(&self) -> bool {
         let escrow = matches!(
-            self.escrow.as_ref().map(|e| &e.state),
+            self.trade.escrow.as_ref().map(|e| &e.state),
             Some(
                 EscrowState::Issuing
                     | EscrowState::Open { .. }
@@ -293,7 +297,7 @@ impl Order {
             )
         );
         let payout = matches!(
-            self.payout.as_ref().map(|p| &p.state),
+            self.trade.payout.as_ref().map(|p| &p.state),
             Some(PayoutState::Due | PayoutState::Paying { .. })
         );
         escrow || payout
@@ -456,12 +460,7 @@ mod tests {
             taken_at: 0,
             range_parent_id: None,
             last_event_at: 0,
-            escrow: None,
-            payout: None,
-            cancel_initiator: None,
-            dispute_id: None,
-            rated: Vec::new(),
-            next_trade: None,
+            trade: Default::default(),
         }
     }
 

@@ -53,7 +53,7 @@ pub fn fire_due(
                 }
             }
             Timer::PayoutRetry => {
-                if let Some(p) = &mut order.payout {
+                if let Some(p) = &mut order.trade.payout {
                     if matches!(p.state, PayoutState::Failed { retry_at, .. } if retry_at <= ctx.now)
                     {
                         p.state = PayoutState::Due;

@@ -95,10 +95,12 @@ impl<'t> Tx<'t> {
         for p in [&order.buyer, &order.seller].into_iter().flatten() {
             self.identity_orders.insert(&p.identity.to_bytes(), id)?;
         }
-        if let Some(e) = &order.escrow {
+        if let Some(e) = &order.trade.escrow {
             self.hashes.insert(&e.hash().0, id)?;
         }
-        if let Some(PayoutState::Paying { hash, .. }) = order.payout.as_ref().map(|p| &p.state) {
+        if let Some(PayoutState::Paying { hash, .. }) =
+            order.trade.payout.as_ref().map(|p| &p.state)
+        {
             self.hashes.insert(&hash.0, id)?;
         }
         if order.lightning_pending() {
@@ -121,7 +123,7 @@ impl<'t> Tx<'t> {
     /// Gives the seller's escrow back: the hold invoice is queued for cancelling (the escrow
     /// worker does it after the commit) and the escrow is marked refunded.
     pub fn refund(&mut self, order: &mut Order) -> Result<(), StoreError> {
-        if let Some(e) = &mut order.escrow {
+        if let Some(e) = &mut order.trade.escrow {
             if !matches!(e.state, EscrowState::Settling | EscrowState::Settled) {
                 tracing::debug!(order = %order.id, "refund: hold {} to cancel", e.hash());
                 self.cancel_holds.insert(&e.hash().0, ())?;

@@ -58,9 +58,9 @@ pub fn cancel(
             let side = order
                 .side_of(&req.sender())
                 .ok_or(CantDoReason::InvalidPubkey)?;
-            match order.cancel_initiator {
+            match order.trade.cancel_initiator {
                 None => {
-                    order.cancel_initiator = Some(side);
+                    order.trade.cancel_initiator = Some(side);
                     tx.put_order(&order)?;
                     tell(
                         tx,
@@ -162,9 +162,8 @@ pub fn back_to_pending(
         }
         Side::Seller => order.seller = None,
     }
-    order.escrow = None;
+    order.trade = Default::default();
     order.taken_at = 0;
-    order.cancel_initiator = None;
     if order.price_from_api {
         order.amount = 0;
         order.fee = 0;

@@ -29,7 +29,7 @@ const READ_WRITE: u8 = 2;
 pub fn dispute(tx: &mut Tx, ctx: &mut Ctx, req: &Request) -> Result<(), Fail> {
     let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
     let mut order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
-    if order.dispute_id.is_some() {
+    if order.trade.dispute_id.is_some() {
         return Err(Fail::Ignore("the order already has a dispute"));
     }
     if !matches!(order.status, Status::Active | Status::FiatSent) {
@@ -82,7 +82,7 @@ pub fn open_dispute(
         taken_at: 0,
         last_event_at: 0,
     };
-    order.dispute_id = Some(d.id);
+    order.trade.dispute_id = Some(d.id);
     save_and_publish(tx, ctx, order)?;
     publish_dispute(tx, ctx, &mut d)?;
     Ok(d)
@@ -204,7 +204,7 @@ fn solver_info(
         }
     };
     let key = |side: Side| order.party(side).map(|p| p.trade_pubkey.to_hex());
-    let escrow = order.escrow.as_ref();
+    let escrow = order.trade.escrow.as_ref();
     let held_at = match escrow.map(|e| &e.state) {
         Some(EscrowState::Held { held_at, .. }) => *held_at,
         _ => 0,
@@ -247,7 +247,7 @@ fn authorise_resolution(
     let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
     let order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
     let me = req.identity();
-    let d = match order.dispute_id {
+    let d = match order.trade.dispute_id {
         Some(did) => tx.dispute(did)?,
         None => None,
     };

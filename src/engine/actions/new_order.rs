@@ -82,12 +82,7 @@ pub fn new_order(
         taken_at: 0,
         range_parent_id: None,
         last_event_at: 0,
-        escrow: None,
-        payout: None,
-        cancel_initiator: None,
-        dispute_id: None,
-        rated: Vec::new(),
-        next_trade: None,
+        trade: Default::default(),
     };
     record_trade_index(tx, req, now)?;
     save_and_publish(tx, ctx, &mut order)?;

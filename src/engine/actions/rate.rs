@@ -28,10 +28,10 @@ pub fn rate_user(tx: &mut Tx, ctx: &mut Ctx, req: &Request) -> Result<(), Fail> 
     if !(1..=5).contains(&rating) {
         return Err(CantDoReason::InvalidRating.into());
     }
-    if order.rated.contains(&side) {
+    if order.trade.rated.contains(&side) {
         return Err(Fail::Ignore("this side has rated already"));
     }
-    order.rated.push(side);
+    order.trade.rated.push(side);
     tx.put_order(&order)?;
     let rated = order.party(side.other()).cloned();
     if let Some(rated) = rated.filter(|p| !p.full_privacy()) {

@@ -156,7 +156,7 @@ pub fn begin_escrow(
     order
         .move_to(Status::WaitingPayment)
         .map_err(|_| CantDoReason::NotAllowedByStatus)?;
-    order.escrow = Some(Escrow {
+    order.trade.escrow = Some(Escrow {
         preimage: Preimage::random(),
         amount: order.seller_total(),
         state: EscrowState::Issuing,
@@ -189,6 +189,7 @@ pub fn add_invoice(tx: &mut Tx, ctx: &mut Ctx, req: &Request) -> Result<(), Fail
         Status::SettledHoldInvoice => {
             // Only between attempts: never while a payment may be in flight.
             let payout = order
+                .trade
                 .payout
                 .as_mut()
                 .ok_or(CantDoReason::NotAllowedByStatus)?;
@@ -208,7 +209,7 @@ pub fn add_invoice(tx: &mut Tx, ctx: &mut Ctx, req: &Request) -> Result<(), Fail
         Status::WaitingBuyerInvoice => {
             order.buyer_invoice = Some(invoice.clone());
             let held = matches!(
-                order.escrow.as_ref().map(|e| &e.state),
+                order.trade.escrow.as_ref().map(|e| &e.state),
                 Some(EscrowState::Held { .. })
             );
             if held {

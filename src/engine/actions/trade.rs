@@ -30,7 +30,7 @@ pub fn fiat_sent(tx: &mut Tx, ctx: &mut Ctx, req: &Request) -> Result<(), Fail> 
         .move_to(Status::FiatSent)
         .map_err(|_| CantDoReason::NotAllowedByStatus)?;
     if order.is_range() && next_trade.is_some() {
-        order.next_trade = next_trade;
+        order.trade.next_trade = next_trade;
     }
     save_and_publish(tx, ctx, &mut order)?;
     let key = |side| {
@@ -95,7 +95,7 @@ pub fn release(
     if order.is_range() {
         let next = match order.maker_side() {
             Side::Seller => next_trade,
-            Side::Buyer => order.next_trade.clone(),
+            Side::Buyer => order.trade.next_trade.clone(),
         };
         range_child(tx, ctx, &order, next, active)?;
     }
@@ -120,6 +120,7 @@ pub fn settle_escrow(
     dispute_outcome: DisputeStatus,
 ) -> Result<(), Fail> {
     let escrow = order
+        .trade
         .escrow
         .as_mut()
         .ok_or(CantDoReason::NotAllowedByStatus)?;
@@ -142,7 +143,7 @@ pub fn close_dispute(
     order: &Order,
     status: DisputeStatus,
 ) -> Result<(), StoreError> {
-    let Some(id) = order.dispute_id else {
+    let Some(id) = order.trade.dispute_id else {
         return Ok(());
     };
     let Some(mut d) = tx.dispute(id)? else {
@@ -211,12 +212,7 @@ fn range_child(
         taken_at: 0,
         range_parent_id: Some(parent.id),
         last_event_at: 0,
-        escrow: None,
-        payout: None,
-        cancel_initiator: None,
-        dispute_id: None,
-        rated: Vec::new(),
-        next_trade: None,
+        trade: Default::default(),
         ..parent.clone()
     };
     match child.maker_side() {
