@@ -37,6 +37,59 @@ async fn cooperative_cancel_refunds_the_seller() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn taker_and_maker_cancels_before_the_escrow() {
+    let t = trade(&[]).await;
+    let before = balances(&t).await;
+
+    // The buyer takes a sell order, then walks away: the order is back in the book.
+    let (s, rid) = t
+        .seller
+        .new_order(fixed_order(Kind::Sell, AMOUNT, 10))
+        .await;
+    let id = order_of(&t.seller.reply(s, Some(rid)).await).id.unwrap();
+    let b = t.buyer.take_index();
+    t.buyer
+        .send(b, Some(id), Action::TakeSell, Some(Payload::Amount(0)))
+        .await;
+    t.buyer.expect(b, Action::AddInvoice).await;
+    let rid = t.buyer.send(b, Some(id), Action::Cancel, None).await;
+    let gone = t.buyer.expect(b, Action::Canceled).await;
+    assert_eq!(gone.get_inner_message_kind().request_id, Some(rid));
+    assert_eq!(
+        order_of(&t.seller.expect(s, Action::NewOrder).await).status,
+        Some(Status::Pending)
+    );
+    t.seller.wait_order_status(id, "pending").await;
+
+    // A stranger cannot cancel it; the seller takes it back after a new take with the hold
+    // invoice issued: both are told, and the invoice is cancelled.
+    let b2 = t.buyer.take_index();
+    let inv = invoice(&t.m.bob, AMOUNT - FEE);
+    t.buyer
+        .send(
+            b2,
+            Some(id),
+            Action::TakeSell,
+            Some(Payload::PaymentRequest(None, inv, None)),
+        )
+        .await;
+    t.seller.expect(s, Action::PayInvoice).await;
+    t.seller.expect(s, Action::PayInvoice).await;
+    let stranger = Trader::new(&t.m.b.url, t.m.b.pubkey(), Wire::V2, false).await;
+    let x = stranger.take_index();
+    let rid = stranger.send(x, Some(id), Action::Cancel, None).await;
+    assert_eq!(
+        cant_do(&stranger.reply(x, Some(rid)).await),
+        Some(CantDoReason::InvalidPubkey)
+    );
+    t.seller.send(s, Some(id), Action::Cancel, None).await;
+    t.seller.expect(s, Action::Canceled).await;
+    t.buyer.expect(b2, Action::Canceled).await;
+    t.seller.wait_order_status(id, "canceled").await;
+    assert_moved(&t, &before, 0, 0, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiting_timeouts_return_or_cancel_the_order() {
     let t = trade(&["mostro.expiration_seconds=3"]).await;
     let before = balances(&t).await;

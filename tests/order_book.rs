@@ -481,11 +481,27 @@ async fn replayed_gift_wrap_rumor_is_handled_once() {
         Action::NewOrder,
         Some(Payload::Order(fixed_order(OrderKind::Sell, 10_000, 5))),
     );
-    let a = t.wrap(&msg, 1).await;
+    // The same request wrapped twice within one second: new outer id, same inner id. (Two
+    // wraps that straddle a second are two requests; wrap again until a pair shares it.)
+    let node = mostro_box::keys::load(&b.dir).unwrap();
+    let inner = |ev: nostr_sdk::Event| {
+        let node = node.clone();
+        async move {
+            mostro_box::protocol::intake::open(&ev, &node, 0, now())
+                .await
+                .unwrap()
+                .inner_id
+        }
+    };
+    let (a, again) = loop {
+        let (a, again) = (t.wrap(&msg, 1).await, t.wrap(&msg, 1).await);
+        if inner(a.clone()).await == inner(again.clone()).await {
+            break (a, again);
+        }
+    };
+    assert_ne!(a.id, again.id);
     t.publish(&a).await.unwrap();
     assert_eq!(action(&t.reply(1, Some(9)).await), Action::NewOrder);
-    // The same request, wrapped again within the same second: new outer id, same inner id.
-    let again = t.wrap(&msg, 1).await;
     t.publish(&again).await.unwrap();
     t.assert_silent(1, Duration::from_secs(1)).await;
 }
