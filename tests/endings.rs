@@ -42,11 +42,7 @@ async fn taker_and_maker_cancels_before_the_escrow() {
     let before = balances(&t).await;
 
     // The buyer takes a sell order, then walks away: the order is back in the book.
-    let (s, rid) = t
-        .seller
-        .new_order(fixed_order(Kind::Sell, AMOUNT, 10))
-        .await;
-    let id = order_of(&t.seller.reply(s, Some(rid)).await).id.unwrap();
+    let (id, s) = sell_order(&t).await;
     let b = t.buyer.take_index();
     t.buyer
         .send(b, Some(id), Action::TakeSell, Some(Payload::Amount(0)))
@@ -95,11 +91,7 @@ async fn waiting_timeouts_return_or_cancel_the_order() {
     let before = balances(&t).await;
 
     // Sell order, the buyer takes it and never sends an invoice: back to the book.
-    let (s, rid) = t
-        .seller
-        .new_order(fixed_order(Kind::Sell, AMOUNT, 10))
-        .await;
-    let id = order_of(&t.seller.reply(s, Some(rid)).await).id.unwrap();
+    let (id, s) = sell_order(&t).await;
     let b = t.buyer.take_index();
     t.buyer
         .send(b, Some(id), Action::TakeSell, Some(Payload::Amount(0)))

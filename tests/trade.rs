@@ -62,11 +62,7 @@ async fn sell_order_trade_pays_everyone_to_the_sat() {
     let before = balances(&t).await;
 
     // The seller makes a sell order; the buyer takes it without an invoice.
-    let (s, rid) = t
-        .seller
-        .new_order(fixed_order(Kind::Sell, AMOUNT, 10))
-        .await;
-    let id = order_of(&t.seller.reply(s, Some(rid)).await).id.unwrap();
+    let (id, s) = sell_order(&t).await;
     let b = t.buyer.take_index();
     let rid = t
         .buyer
@@ -297,11 +293,7 @@ async fn failed_payout_asks_for_a_new_invoice_then_pays_once() {
     .await;
     let carol = stranded_wallet(&t);
     let before = balances(&t).await;
-    let (s, rid) = t
-        .seller
-        .new_order(fixed_order(Kind::Sell, AMOUNT, 10))
-        .await;
-    let id = order_of(&t.seller.reply(s, Some(rid)).await).id.unwrap();
+    let (id, s) = sell_order(&t).await;
     let b = t.buyer.take_index();
     // An invoice nobody can route to.
     let unroutable = invoice(&carol, AMOUNT - FEE);

@@ -107,14 +107,19 @@ pub async fn assert_moved(t: &Trade, before: &Balances, buyer: i64, seller: i64,
     assert_eq!(after.node as i64 - before.node as i64, node, "node's gain");
 }
 
-/// A sell order of AMOUNT taken by the buyer with its invoice, and the hold invoice paid: the
-/// trade is active. Returns (order id, seller's trade index, buyer's trade index).
-pub async fn active_trade(t: &Trade) -> (Uuid, i64, i64) {
+/// The seller makes a sell order of AMOUNT for 10 USD; returns (order id, trade index).
+pub async fn sell_order(t: &Trade) -> (Uuid, i64) {
     let (s, rid) = t
         .seller
         .new_order(fixed_order(Kind::Sell, AMOUNT, 10))
         .await;
-    let id = order_of(&t.seller.reply(s, Some(rid)).await).id.unwrap();
+    (order_of(&t.seller.reply(s, Some(rid)).await).id.unwrap(), s)
+}
+
+/// A sell order of AMOUNT taken by the buyer with its invoice, and the hold invoice paid: the
+/// trade is active. Returns (order id, seller's trade index, buyer's trade index).
+pub async fn active_trade(t: &Trade) -> (Uuid, i64, i64) {
+    let (id, s) = sell_order(t).await;
     let b = t.buyer.take_index();
     let inv = invoice(&t.m.bob, AMOUNT - FEE);
     t.buyer
