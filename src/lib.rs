@@ -1,9 +1,11 @@
 //! mostro-box: a self-contained Mostro node. One process holds a private Nostr relay, the Mostro
-//! order engine and (from the Lightning issue on) an LDK node, with all state in one redb file.
+//! order engine and an LDK Lightning node; the box's own state is in one redb file.
 //!
 //! Map: [`config`] settings; [`keys`] the node key; [`store`] redb tables and the grouped writer;
 //! [`relay`] the embedded relay; [`protocol`] the Mostro wire; [`engine`] the order state
-//! machine; [`publish`] public relays and discovery; [`price`] market prices; [`node`] start-up.
+//! machine and the escrow worker; [`lightning`] the LDK node; [`publish`] public relays and
+//! discovery; [`price`] market prices; [`api`] and [`cli`] the operator's side; [`metrics`]
+//! Prometheus; [`node`] start-up.
 
 #![warn(missing_docs)]
 
@@ -15,10 +17,12 @@ pub mod engine;
 pub mod fetch;
 pub mod keys;
 pub mod lightning;
+pub mod metrics;
 pub mod node;
 pub mod price;
 pub mod protocol;
 pub mod publish;
 pub mod regtest;
 pub mod relay;
+pub mod service;
 pub mod store;

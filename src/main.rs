@@ -149,11 +149,13 @@ async fn serve(data_dir: &std::path::Path, settings: Settings) -> anyhow::Result
     println!("Point mostro-cli at it with:");
     println!("  export MOSTRO_PUBKEY={npub}");
     println!("  export RELAYS={url}");
-    running
+    mostro_box::service::notify(&format!("READY=1\nSTATUS=relay {url}, npub {npub}"));
+    let stopped = running
         .run_until(async {
-            let _ = tokio::signal::ctrl_c().await;
+            mostro_box::service::shutdown_signal().await;
             println!("stopping");
+            mostro_box::service::notify("STOPPING=1\nSTATUS=stopping: saving Lightning state");
         })
-        .await
-        .context("the engine stopped")
+        .await;
+    stopped.context("the engine stopped")
 }

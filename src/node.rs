@@ -275,11 +275,26 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
             "inbox_backlog": backlog,
         })
     });
+    let metrics = crate::metrics::Metrics {
+        store: store.clone(),
+        ln: lightning.clone(),
+    };
+    let front = http::Front {
+        nip11: Arc::new(nip11(&settings, &keys).to_string()),
+        health,
+        metrics: Arc::new(move || {
+            let m = metrics.clone();
+            Box::pin(async move {
+                m.render()
+                    .await
+                    .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"))
+            })
+        }),
+    };
     tasks.push(tokio::spawn(http::serve(
         listener,
         relay.clone(),
-        nip11(&settings, &keys),
-        health,
+        front,
         settings.relay.max_connections_per_ip,
     )));
     tasks.push(tokio::spawn(publish::discovery(

@@ -103,11 +103,7 @@ pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
     println!("  mostro-box dev pay alice INVOICE         # the seller pays the hold invoice");
     println!("  mostro-box dev invoice bob SATS          # the buyer's payout invoice");
     println!("Ctrl-C stops everything.");
-    let result = running
-        .run_until(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+    let result = running.run_until(crate::service::shutdown_signal()).await;
     println!("stopping");
     for n in [lsp, alice, bob] {
         stop(n);

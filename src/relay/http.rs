@@ -23,16 +23,25 @@ use super::Relay;
 /// What `/health` and NIP-11 report; filled by the caller.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
+/// The Prometheus text for `/metrics` (loopback clients only); filled by the caller.
+pub type MetricsFn = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
+>;
+
+/// What the HTTP front serves besides the relay.
+#[derive(Clone)]
+pub struct Front {
+    /// NIP-11 document.
+    pub nip11: Arc<String>,
+    /// `/health`.
+    pub health: StatusFn,
+    /// `/metrics`.
+    pub metrics: MetricsFn,
+}
+
 /// Serves until the listener fails. Each connection is its own task.
-pub async fn serve(
-    listener: TcpListener,
-    relay: Relay,
-    nip11: serde_json::Value,
-    health: StatusFn,
-    max_per_ip: usize,
-) {
+pub async fn serve(listener: TcpListener, relay: Relay, front: Front, max_per_ip: usize) {
     let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-    let nip11 = Arc::new(nip11.to_string());
     loop {
         let (socket, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -43,8 +52,7 @@ pub async fn serve(
         };
         let _ = socket.set_nodelay(true);
         let relay = relay.clone();
-        let nip11 = nip11.clone();
-        let health = health.clone();
+        let front = front.clone();
         let per_ip = per_ip.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
@@ -52,8 +60,7 @@ pub async fn serve(
                     req,
                     addr,
                     relay.clone(),
-                    nip11.clone(),
-                    health.clone(),
+                    front.clone(),
                     per_ip.clone(),
                     max_per_ip,
                 )
@@ -72,8 +79,7 @@ async fn handle(
     req: Request<Incoming>,
     addr: SocketAddr,
     relay: Relay,
-    nip11: Arc<String>,
-    health: StatusFn,
+    front: Front,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_per_ip: usize,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -132,8 +138,28 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/nostr+json"));
     Ok(match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/") if wants_nip11 => json(StatusCode::OK, "application/nostr+json", &nip11),
-        ("GET", "/health") => json(StatusCode::OK, "application/json", &health().to_string()),
+        ("GET", "/") if wants_nip11 => {
+            json(StatusCode::OK, "application/nostr+json", &front.nip11)
+        }
+        ("GET", "/health") => json(
+            StatusCode::OK,
+            "application/json",
+            &(front.health)().to_string(),
+        ),
+        ("GET", "/metrics") if addr.ip().is_loopback() => {
+            let mut body = (front.metrics)().await;
+            let open: usize = per_ip.lock().expect("per-ip lock").values().sum();
+            body.push_str(&format!(
+                "# HELP mostro_relay_connections Open WebSocket connections.\n\
+                 # TYPE mostro_relay_connections gauge\nmostro_relay_connections {open}\n"
+            ));
+            let mut r = text(StatusCode::OK, &body);
+            r.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         ("GET", "/") => text(
             StatusCode::OK,
             "This is a Mostro node's relay. Point a Mostro client (mostro-cli, the Mostro app) at this URL.",

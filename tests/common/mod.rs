@@ -171,11 +171,24 @@ impl BoxProcess {
         extra: &[String],
         crash_at: Option<&str>,
     ) -> Self {
+        let env: Vec<(&str, &str)> = crash_at
+            .map(|p| vec![("MOSTRO_BOX_CRASH_AT", p)])
+            .unwrap_or_default();
+        Self::spawn_env(dir, port, chain, extra, &env, crash_at.is_none()).await
+    }
+
+    /// Starts the binary with extra environment; waits for its relay and admin socket if `wait`.
+    pub async fn spawn_env(
+        dir: &Path,
+        port: u16,
+        chain: &Bitcoind,
+        extra: &[String],
+        env: &[(&str, &str)],
+        wait: bool,
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mostro-box"));
         cmd.arg("--data-dir").arg(dir).arg("run");
-        if let Some(point) = crash_at {
-            cmd.env("MOSTRO_BOX_CRASH_AT", point);
-        }
+        cmd.envs(env.iter().copied());
         for o in base_overrides(port, chain).iter().chain(extra) {
             cmd.arg("--set").arg(o);
         }
@@ -195,8 +208,8 @@ impl BoxProcess {
             port,
         };
         let mut p = p;
-        if crash_at.is_some() {
-            // It may reach its crash point before the relay is even up.
+        if !wait {
+            // A box set to crash may reach its crash point before the relay is even up.
             return p;
         }
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -1,0 +1,215 @@
+//! Prometheus metrics (text format 0.0.4) for `GET /metrics` on the relay port, answered to
+//! loopback clients only: a Prometheus on the same machine (or the appliance's own proxy)
+//! scrapes it, and nobody else learns the node's volumes and balances.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use mostro_core::prelude::Status;
+use redb::{ReadableTable, ReadableTableMetadata};
+
+use crate::engine::dispute::DisputeRecord;
+use crate::engine::order::Order;
+use crate::lightning::{HoldState, LdkNode};
+use crate::store::*;
+
+/// What the metrics are read from.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The store: orders, disputes, sequence counters, relay events.
+    pub store: Store,
+    /// The Lightning node: balances, channels, held payments.
+    pub ln: Arc<LdkNode>,
+}
+
+impl Metrics {
+    /// Every metric, rendered.
+    pub async fn render(&self) -> Result<String, StoreError> {
+        let mut out = String::new();
+        self.trades(&mut out)?;
+        self.relay(&mut out)?;
+        self.lightning(&mut out).await;
+        Ok(out)
+    }
+
+    fn trades(&self, out: &mut String) -> Result<(), StoreError> {
+        let read = self.store.read()?;
+        let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut done, mut volume, mut fees, mut failures) = (0u64, 0i64, 0i64, 0u64);
+        for entry in read.open_table(ORDERS)?.iter()? {
+            let o: Order = decode("orders", entry?.1.value())?;
+            *by_status.entry(o.status.to_string()).or_default() += 1;
+            if o.status == Status::Success {
+                done += 1;
+                volume += o.amount;
+                fees += 2 * o.fee;
+            }
+            // Attempts are reset when the buyer gives a new invoice; the count is of the
+            // current invoice's failures.
+            if let Some(p) = &o.trade.payout {
+                failures += p.attempts as u64;
+            }
+        }
+        metric(out, "mostro_orders", "gauge", "Orders by status.");
+        for (status, n) in &by_status {
+            let _ = writeln!(out, "mostro_orders{{status=\"{status}\"}} {n}");
+        }
+        counter(
+            out,
+            "mostro_trades_completed_total",
+            "Trades that ended in success.",
+            done,
+        );
+        counter(
+            out,
+            "mostro_volume_sats_total",
+            "Sats traded in successful trades.",
+            volume as u64,
+        );
+        counter(
+            out,
+            "mostro_fees_earned_sats_total",
+            "Fees of successful trades (both sides), before routing.",
+            fees as u64,
+        );
+        counter(
+            out,
+            "mostro_payout_failures_total",
+            "Failed attempts to pay a buyer.",
+            failures,
+        );
+        let mut open = 0u64;
+        for entry in read.open_table(DISPUTES)?.iter()? {
+            let d: DisputeRecord = decode("disputes", entry?.1.value())?;
+            if d.is_open() {
+                open += 1;
+            }
+        }
+        gauge(
+            out,
+            "mostro_disputes_open",
+            "Disputes not yet decided.",
+            open,
+        );
+        Ok(())
+    }
+
+    fn relay(&self, out: &mut String) -> Result<(), StoreError> {
+        let read = self.store.read()?;
+        let meta = read.open_table(META)?;
+        let seq =
+            |key| -> Result<u64, StoreError> { Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0)) };
+        counter(
+            out,
+            "mostro_requests_received_total",
+            "Messages to the node accepted by the relay.",
+            seq(META_INBOX_NEXT)?,
+        );
+        counter(
+            out,
+            "mostro_messages_sent_total",
+            "Replies and public events the node sent.",
+            seq(META_OUTBOX_NEXT)?,
+        );
+        gauge(
+            out,
+            "mostro_requests_waiting",
+            "Requests accepted and not yet handled.",
+            read.open_table(INBOX)?.len()?,
+        );
+        gauge(
+            out,
+            "mostro_relay_events_stored",
+            "Events the relay stores.",
+            read.open_table(EVENTS)?.len()?,
+        );
+        Ok(())
+    }
+
+    async fn lightning(&self, out: &mut String) {
+        let node = self.ln.node();
+        let b = node.list_balances();
+        gauge(
+            out,
+            "mostro_ln_onchain_sats",
+            "On-chain wallet balance.",
+            b.total_onchain_balance_sats,
+        );
+        gauge(
+            out,
+            "mostro_ln_channel_sats",
+            "Sats the node owns in its channels.",
+            b.total_lightning_balance_sats,
+        );
+        let channels = node.list_channels();
+        let (mut outbound, mut inbound) = (0u64, 0u64);
+        for c in &channels {
+            outbound += c.outbound_capacity_msat / 1000;
+            inbound += c.inbound_capacity_msat / 1000;
+        }
+        gauge(
+            out,
+            "mostro_ln_channels_usable",
+            "Channels ready to route.",
+            channels.iter().filter(|c| c.is_usable).count() as u64,
+        );
+        gauge(
+            out,
+            "mostro_ln_outbound_sats",
+            "What the node can send now.",
+            outbound,
+        );
+        gauge(
+            out,
+            "mostro_ln_inbound_sats",
+            "What the node can receive now.",
+            inbound,
+        );
+        let height = node.status().current_best_block.height;
+        gauge(
+            out,
+            "mostro_block_height",
+            "Chain tip the node has seen.",
+            height as u64,
+        );
+        let deadlines: Vec<u32> = self
+            .ln
+            .open_holds()
+            .await
+            .iter()
+            .filter_map(|h| match h.state {
+                HoldState::Held { deadline, .. } => Some(deadline),
+                _ => None,
+            })
+            .collect();
+        gauge(
+            out,
+            "mostro_htlcs_held",
+            "Sellers' payments held in escrow.",
+            deadlines.len() as u64,
+        );
+        if let Some(nearest) = deadlines.iter().min() {
+            gauge(
+                out,
+                "mostro_htlc_nearest_deadline_blocks",
+                "Blocks until the nearest held payment's deadline.",
+                nearest.saturating_sub(height) as u64,
+            );
+        }
+    }
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
+    metric(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    metric(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {v}");
+}
