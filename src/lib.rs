@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use mostro_box::cli::{default_data_dir, BenchKind, Cli, Command, SeedCommand};
+use mostro_box::cli::{default_data_dir, BackupCommand, BenchKind, Cli, Command, SeedCommand};
 use mostro_box::config::Settings;
 use mostro_box::lightning::seed::{Seed, PASSPHRASE_ENV, SEED_FILE};
 use mostro_box::node;
@@ -114,6 +114,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } => mostro_box::bench::trade(trades, concurrency)
                 .await
                 .context("bench trade"),
+        },
+        Command::Backup { what } => match what {
+            BackupCommand::Create { file } => {
+                mostro_box::cli::backup::create(&data_dir, &file).await
+            }
+            BackupCommand::Restore { file } => mostro_box::cli::backup::restore(&data_dir, &file),
         },
         operator => mostro_box::cli::ops::run(&data_dir, cli.json, operator).await,
     }

@@ -252,6 +252,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         Arc::new(crate::api::ApiContext {
             lightning: lightning.clone(),
             store: store.clone(),
+            data_dir: data_dir.to_path_buf(),
             engine: engine.clone(),
             dev_wallets: dev_wallets.clone(),
             settings: settings.clone(),

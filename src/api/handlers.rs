@@ -56,6 +56,7 @@ pub async fn route(
         ("POST", "/v1/dispute/cancel") => super::disputes::cancel(ctx, &input).await,
         ("POST", "/v1/solver/add") => super::disputes::solver_add(ctx, &input).await,
         ("GET", "/v1/solver/list") => super::disputes::solver_list(ctx),
+        ("POST", "/v1/backup/snapshot") => backup_snapshot(ctx),
         ("POST", "/v1/dev/invoice") => super::dev::invoice(ctx, &input),
         ("POST", "/v1/dev/pay") => super::dev::pay(ctx, &input),
         ("GET", "/v1/dev/balance") => super::dev::balance(ctx),
@@ -480,6 +481,12 @@ fn hold_err(e: LightningError) -> ApiError {
 }
 
 /// Every stored order, finished or not.
+/// Takes the store snapshot for `mostro-box backup create` (which reads it as the same user).
+fn backup_snapshot(ctx: &ApiContext) -> Result<Value, ApiError> {
+    let path = crate::backup::snapshot(&ctx.store, &ctx.data_dir).map_err(ApiError::internal)?;
+    Ok(json!({ "snapshot": path }))
+}
+
 fn all_orders(ctx: &ApiContext) -> Result<Vec<Order>, ApiError> {
     let read = ctx.store.read().map_err(ApiError::internal)?;
     let table = read.open_table(ORDERS).map_err(ApiError::internal)?;

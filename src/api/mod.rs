@@ -35,6 +35,8 @@ pub struct ApiContext {
     pub lightning: Arc<LdkNode>,
     /// The store (read-only use).
     pub store: Store,
+    /// The data directory.
+    pub data_dir: PathBuf,
     /// The engine, for the operator's admin actions (disputes, solvers).
     pub engine: crate::engine::Engine,
     /// The playground's trader wallets (empty unless running as `mostro-box dev`).

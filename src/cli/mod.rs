@@ -1,6 +1,7 @@
 //! Command-line interface: the daemon commands (`init`, `run`, `dev`, `bench`) and the
 //! operator commands, which talk to a running daemon through its local API ([`crate::api`]).
 
+pub mod backup;
 pub mod dev;
 pub mod ops;
 
@@ -108,6 +109,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         what: OrderCommand,
+    },
+    /// Encrypted backups of the key, seed, settings and store.
+    Backup {
+        /// What to do.
+        #[command(subcommand)]
+        what: BackupCommand,
     },
     /// Disputes: list them, read one, take it, decide it.
     Dispute {
@@ -276,6 +283,22 @@ pub enum OrderCommand {
     Show {
         /// Order id.
         id: String,
+    },
+}
+
+/// `backup` subcommands. The passphrase comes from MOSTRO_BOX_BACKUP_PASSPHRASE or is asked.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Write one encrypted file with the node key, the Lightning seed, the settings and a
+    /// consistent snapshot of the store (taken by the running daemon, or offline).
+    Create {
+        /// The file to write (never overwritten).
+        file: std::path::PathBuf,
+    },
+    /// Restore a backup into an empty data directory.
+    Restore {
+        /// The backup file.
+        file: std::path::PathBuf,
     },
 }
 

@@ -95,6 +95,17 @@ impl Store {
     pub fn writer(&self) -> &Writer {
         &self.writer
     }
+
+    /// Writes a consistent copy of every table, as of one read transaction, to a new redb file
+    /// at `path` (for backups: the box keeps running while it is taken).
+    pub fn snapshot_to(&self, path: &Path) -> Result<(), StoreError> {
+        let from = self.db.begin_read()?;
+        let to_db = redb::Database::create(path)?;
+        let to = to_db.begin_write()?;
+        tables::copy_all(&from, &to)?;
+        to.commit()?;
+        Ok(())
+    }
 }
 
 /// Brings an older file up to [`SCHEMA_VERSION`]. Version 1 is the first layout, so the only

@@ -80,6 +80,36 @@ pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Copies every table of `from` into `to` (a consistent snapshot for backups). A table added
+/// to [`create_all`] must be added here too; the backup test restores a store and reads it.
+pub(super) fn copy_all(
+    from: &redb::ReadTransaction,
+    to: &redb::WriteTransaction,
+) -> Result<(), StoreError> {
+    use redb::ReadableMultimapTable;
+    macro_rules! copy {
+        ($($t:expr),*) => {$({
+            let src = from.open_table($t)?;
+            let mut dst = to.open_table($t)?;
+            for entry in src.iter()? {
+                let (k, v) = entry?;
+                dst.insert(k.value(), v.value())?;
+            }
+        })*};
+    }
+    copy!(META, EVENTS, INBOX, PROCESSED, ORDERS, TIMERS, USERS, DISPUTES, OUTBOX, HOLDS);
+    copy!(OPEN_HOLDS, HASHES, LN_WATCH, CANCEL_HOLDS, ESCROW_DEADLINES);
+    let src = from.open_multimap_table(IDENTITY_ORDERS)?;
+    let mut dst = to.open_multimap_table(IDENTITY_ORDERS)?;
+    for entry in src.iter()? {
+        let (k, values) = entry?;
+        for v in values {
+            dst.insert(k.value(), v?.value())?;
+        }
+    }
+    Ok(())
+}
+
 /// Encodes a record.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialise")

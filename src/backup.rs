@@ -1,0 +1,285 @@
+//! Encrypted backups: one file holding the Lightning seed, the node key, the settings and a
+//! consistent snapshot of the redb store (orders, disputes, users, relay events).
+//!
+//! What it cannot hold is the Lightning channel state: an old copy of it is dangerous (a peer
+//! can punish a node that broadcasts an outdated channel state), so it is left out on purpose.
+//! From the seed a restored box has the same Lightning node id and its on-chain funds; open
+//! channels are closed by the peers and their funds come back on chain (see the README).
+//!
+//! Format: the magic line, a JSON header line (scrypt parameters, salt, nonce), then the
+//! XChaCha20-Poly1305 ciphertext of the entries, each as (name length u32, name, data length
+//! u64, data), all little-endian. The key is scrypt(passphrase, salt).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+
+use crate::config::CONFIG_FILE;
+use crate::keys::NODE_KEY_FILE;
+use crate::lightning::seed::SEED_FILE;
+use crate::node::STORE_FILE;
+use crate::store::{Store, StoreError};
+
+/// The environment variable a passphrase may come from (for scripts).
+pub const PASSPHRASE_ENV: &str = "MOSTRO_BOX_BACKUP_PASSPHRASE";
+const MAGIC: &[u8] = b"mostro-box backup v1\n";
+/// scrypt cost: 2^15 × 8 × 128 B = 32 MiB and about a second on a Raspberry Pi 4.
+const LOG_N: u8 = 15;
+
+/// Why a backup or a restore failed, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The data directory lacks what a backup needs.
+    #[error("{0} is missing: is this an initialised data directory? (`mostro-box init`)")]
+    Missing(PathBuf),
+    /// The output file exists.
+    #[error("{0} exists already: choose a new file name (a backup never overwrites)")]
+    Exists(PathBuf),
+    /// Restoring over a box would run two copies of one seed.
+    #[error("{0} already holds a box (a key, a seed or a store): restore into an empty data directory; never run two copies of one seed")]
+    NotEmpty(PathBuf),
+    /// Not a backup file.
+    #[error("{0} is not a mostro-box backup")]
+    NotABackup(PathBuf),
+    /// Decryption failed.
+    #[error("wrong passphrase, or the backup file is damaged")]
+    WrongPassphrase,
+    /// The passphrase is too weak to protect a seed.
+    #[error("the passphrase must have at least 8 characters")]
+    WeakPassphrase,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    log_n: u8,
+    r: u32,
+    p: u32,
+    salt: String,
+    nonce: String,
+}
+
+/// What a backup or a restore covered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The file names inside, with their sizes.
+    pub entries: Vec<(String, u64)>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
+    move |source| BackupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the store snapshot for a backup is written: inside the data directory, the one place
+/// a sandboxed daemon may write.
+pub const SNAPSHOT_FILE: &str = "backup-snapshot.redb";
+
+/// Takes the store snapshot a backup needs into `<data_dir>/backup-snapshot.redb`.
+pub fn snapshot(store: &Store, data_dir: &Path) -> Result<PathBuf, BackupError> {
+    let path = data_dir.join(SNAPSHOT_FILE);
+    let _ = std::fs::remove_file(&path);
+    store.snapshot_to(&path)?;
+    Ok(path)
+}
+
+/// Writes an encrypted backup of `data_dir` to `out`, with the store snapshot at `snapshot`
+/// (which it removes).
+pub fn create(
+    data_dir: &Path,
+    snapshot: &Path,
+    out: &Path,
+    passphrase: &str,
+) -> Result<Summary, BackupError> {
+    if passphrase.chars().count() < 8 {
+        return Err(BackupError::WeakPassphrase);
+    }
+    if out.exists() {
+        return Err(BackupError::Exists(out.to_path_buf()));
+    }
+    let mut entries = Vec::new();
+    for name in [SEED_FILE, NODE_KEY_FILE, CONFIG_FILE] {
+        let path = data_dir.join(name);
+        match std::fs::read(&path) {
+            Ok(data) => entries.push((name.to_string(), data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == CONFIG_FILE => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BackupError::Missing(path))
+            }
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    let data = std::fs::read(snapshot).map_err(io(snapshot));
+    let _ = std::fs::remove_file(snapshot);
+    entries.push((STORE_FILE.to_string(), data?));
+
+    let mut plain = Vec::new();
+    for (name, data) in &entries {
+        plain.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        plain.extend_from_slice(name.as_bytes());
+        plain.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        plain.extend_from_slice(data);
+    }
+    let salt = random::<16>();
+    let nonce = random::<24>();
+    let cipher = XChaCha20Poly1305::new(&key(passphrase, &salt, LOG_N, 8, 1)?.into());
+    let sealed = cipher
+        .encrypt(XNonce::from_slice(&nonce), plain.as_slice())
+        .map_err(|_| BackupError::WrongPassphrase)?;
+    let header = Header {
+        log_n: LOG_N,
+        r: 8,
+        p: 1,
+        salt: hex(&salt),
+        nonce: hex(&nonce),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(io(out))?;
+    f.write_all(MAGIC).map_err(io(out))?;
+    f.write_all(serde_json::to_string(&header).expect("header").as_bytes())
+        .map_err(io(out))?;
+    f.write_all(b"\n").map_err(io(out))?;
+    f.write_all(&sealed).map_err(io(out))?;
+    f.sync_all().map_err(io(out))?;
+    Ok(Summary {
+        entries: entries
+            .iter()
+            .map(|(n, d)| (n.clone(), d.len() as u64))
+            .collect(),
+    })
+}
+
+/// Restores `file` into `data_dir`, which must not hold a box already. Every file is written
+/// with mode 0600.
+pub fn restore(file: &Path, data_dir: &Path, passphrase: &str) -> Result<Summary, BackupError> {
+    for name in [SEED_FILE, NODE_KEY_FILE, STORE_FILE] {
+        if data_dir.join(name).exists() {
+            return Err(BackupError::NotEmpty(data_dir.to_path_buf()));
+        }
+    }
+    let bytes = std::fs::read(file).map_err(io(file))?;
+    let not_backup = || BackupError::NotABackup(file.to_path_buf());
+    let rest = bytes.strip_prefix(MAGIC).ok_or_else(not_backup)?;
+    let split = rest
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(not_backup)?;
+    let header: Header = serde_json::from_slice(&rest[..split]).map_err(|_| not_backup())?;
+    let salt = unhex(&header.salt).ok_or_else(not_backup)?;
+    let nonce: [u8; 24] = unhex(&header.nonce)
+        .and_then(|n| n.try_into().ok())
+        .ok_or_else(not_backup)?;
+    let cipher =
+        XChaCha20Poly1305::new(&key(passphrase, &salt, header.log_n, header.r, header.p)?.into());
+    let plain = cipher
+        .decrypt(XNonce::from_slice(&nonce), &rest[split + 1..])
+        .map_err(|_| BackupError::WrongPassphrase)?;
+    let entries = parse(&plain).ok_or_else(not_backup)?;
+    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    for (name, data) in &entries {
+        // Only the names a backup writes; nothing can land outside the data directory.
+        if ![SEED_FILE, NODE_KEY_FILE, CONFIG_FILE, STORE_FILE].contains(&name.as_str()) {
+            return Err(not_backup());
+        }
+        let path = data_dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        f.write_all(data).map_err(io(&path))?;
+        f.sync_all().map_err(io(&path))?;
+    }
+    Ok(Summary {
+        entries: entries
+            .iter()
+            .map(|(n, d)| (n.clone(), d.len() as u64))
+            .collect(),
+    })
+}
+
+fn parse(mut b: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        let name = String::from_utf8(b.get(4..4 + n)?.to_vec()).ok()?;
+        b = &b[4 + n..];
+        let len = u64::from_le_bytes(b.get(..8)?.try_into().ok()?) as usize;
+        let data = b.get(8..8 + len)?.to_vec();
+        b = &b[8 + len..];
+        out.push((name, data));
+    }
+    Some(out)
+}
+
+fn key(passphrase: &str, salt: &[u8], log_n: u8, r: u32, p: u32) -> Result<[u8; 32], BackupError> {
+    let params = scrypt::Params::new(log_n, r, p, 32).map_err(|_| BackupError::WrongPassphrase)?;
+    let mut key = [0u8; 32];
+    scrypt::scrypt(passphrase.as_bytes(), salt, &params, &mut key)
+        .map_err(|_| BackupError::WrongPassphrase)?;
+    Ok(key)
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    for chunk in out.chunks_mut(32) {
+        let bytes = crate::lightning::Preimage::random().0;
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn entries_round_trip_and_garbage_is_refused() {
+        let mut plain = Vec::new();
+        for (name, data) in [("a", b"xyz".to_vec()), ("b", vec![])] {
+            plain.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            plain.extend_from_slice(name.as_bytes());
+            plain.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            plain.extend_from_slice(&data);
+        }
+        let back = super::parse(&plain).unwrap();
+        assert_eq!(back[0], ("a".to_string(), b"xyz".to_vec()));
+        assert_eq!(back[1].1.len(), 0);
+        assert!(super::parse(&plain[..plain.len() - 1]).is_none());
+        assert!(super::parse(&[255, 255, 255, 255]).is_none());
+        assert_eq!(super::unhex("0aff"), Some(vec![10, 255]));
+    }
+}

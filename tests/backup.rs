@@ -1,0 +1,130 @@
+//! `backup create` from a running box and offline, `backup restore` into an empty directory,
+//! and a box started from the restored files: same keys, same orders.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use mostro_core::prelude::Kind;
+use nostr_sdk::prelude::ToBech32;
+
+const PASS: &str = "correct horse battery";
+
+async fn cli_env(dir: &std::path::Path, args: &[&str], pass: &str) -> CliRun {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mostro-box"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("MOSTRO_BOX_BACKUP_PASSPHRASE", pass)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    CliRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_restores_keys_seed_and_orders() {
+    let chain = start_chain().await;
+    let b = TestBox::start_on(chain.clone(), &[]).await;
+    let t = Trader::new(&b.url, b.pubkey(), Wire::V2, false).await;
+    let (i, rid) = t.new_order(fixed_order(Kind::Sell, 20_000, 7)).await;
+    let id = order_of(&t.reply(i, Some(rid)).await).id.unwrap();
+    let node_id = b.ln().node_id();
+    let nsec = mostro_box::keys::load(&b.dir)
+        .unwrap()
+        .secret_key()
+        .to_bech32()
+        .unwrap();
+
+    // From the running box: the daemon takes the snapshot while it keeps serving.
+    let file = temp_dir("backups").join("box.backup");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let f = file.to_str().unwrap();
+    let made = cli_env(&b.dir, &["backup", "create", f], PASS).await;
+    assert!(made.ok, "{}", made.stderr);
+    assert!(made.stdout.contains("mostro-box.redb"), "{}", made.stdout);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains(&nsec),
+        "the key is encrypted"
+    );
+    let again = cli_env(&b.dir, &["backup", "create", f], PASS).await;
+    assert!(
+        !again.ok && again.stderr.contains("exists already"),
+        "{}",
+        again.stderr
+    );
+    let weak = cli_env(&b.dir, &["backup", "create", "/tmp/x.backup"], "short").await;
+    assert!(
+        !weak.ok && weak.stderr.contains("at least 8"),
+        "{}",
+        weak.stderr
+    );
+
+    // Restores: a wrong passphrase changes nothing; a box's own directory is refused.
+    let target = temp_dir("restored");
+    let wrong = cli_env(&target, &["backup", "restore", f], "not the passphrase").await;
+    assert!(
+        !wrong.ok && wrong.stderr.contains("wrong passphrase"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(!target.join("lightning.seed").exists());
+    let over = cli_env(&b.dir, &["backup", "restore", f], PASS).await;
+    assert!(
+        !over.ok && over.stderr.contains("already holds a box"),
+        "{}",
+        over.stderr
+    );
+    let restored = cli_env(&target, &["backup", "restore", f], PASS).await;
+    assert!(restored.ok, "{}", restored.stderr);
+    for name in ["lightning.seed", "nostr.nsec", "mostro-box.redb"] {
+        let mode = std::fs::metadata(target.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+
+    // Offline backup of the restored directory (no daemon there yet).
+    let offline = temp_dir("backups2").join("offline.backup");
+    std::fs::create_dir_all(offline.parent().unwrap()).unwrap();
+    let run = cli_env(
+        &target,
+        &["backup", "create", offline.to_str().unwrap()],
+        PASS,
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+
+    // The old box stops; the restored one has the same keys and the order.
+    drop(t);
+    drop(b);
+    let r = TestBox::start_in(target.clone(), chain, &[]).await;
+    assert_eq!(
+        r.ln().node_id(),
+        node_id,
+        "same Lightning node id from the seed"
+    );
+    assert_eq!(
+        mostro_box::keys::load(&target)
+            .unwrap()
+            .secret_key()
+            .to_bech32()
+            .unwrap(),
+        nsec
+    );
+    let shown = cli_ok(&target, &["--json", "order", "show", &id.to_string()])
+        .await
+        .json();
+    assert_eq!(shown["status"], "pending");
+    assert_eq!(shown["amount"], 20_000);
+}
