@@ -11,21 +11,9 @@ use nostr_sdk::prelude::ToBech32;
 
 const PASS: &str = "correct horse battery";
 
-async fn cli_env(dir: &std::path::Path, args: &[&str], pass: &str) -> CliRun {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mostro-box"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("MOSTRO_BOX_BACKUP_PASSPHRASE", pass)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    CliRun {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    }
+/// The CLI with the backup passphrase in its environment.
+async fn with_pass(dir: &std::path::Path, args: &[&str], pass: &str) -> CliRun {
+    cli_env(dir, args, &[("MOSTRO_BOX_BACKUP_PASSPHRASE", pass)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -46,7 +34,7 @@ async fn a_backup_restores_keys_seed_and_orders() {
     let file = temp_dir("backups").join("box.backup");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let f = file.to_str().unwrap();
-    let made = cli_env(&b.dir, &["backup", "create", f], PASS).await;
+    let made = with_pass(&b.dir, &["backup", "create", f], PASS).await;
     assert!(made.ok, "{}", made.stderr);
     assert!(made.stdout.contains("mostro-box.redb"), "{}", made.stdout);
     let meta = std::fs::metadata(&file).unwrap();
@@ -56,13 +44,13 @@ async fn a_backup_restores_keys_seed_and_orders() {
         !String::from_utf8_lossy(&bytes).contains(&nsec),
         "the key is encrypted"
     );
-    let again = cli_env(&b.dir, &["backup", "create", f], PASS).await;
+    let again = with_pass(&b.dir, &["backup", "create", f], PASS).await;
     assert!(
         !again.ok && again.stderr.contains("exists already"),
         "{}",
         again.stderr
     );
-    let weak = cli_env(&b.dir, &["backup", "create", "/tmp/x.backup"], "short").await;
+    let weak = with_pass(&b.dir, &["backup", "create", "/tmp/x.backup"], "short").await;
     assert!(
         !weak.ok && weak.stderr.contains("at least 8"),
         "{}",
@@ -71,20 +59,20 @@ async fn a_backup_restores_keys_seed_and_orders() {
 
     // Restores: a wrong passphrase changes nothing; a box's own directory is refused.
     let target = temp_dir("restored");
-    let wrong = cli_env(&target, &["backup", "restore", f], "not the passphrase").await;
+    let wrong = with_pass(&target, &["backup", "restore", f], "not the passphrase").await;
     assert!(
         !wrong.ok && wrong.stderr.contains("wrong passphrase"),
         "{}",
         wrong.stderr
     );
     assert!(!target.join("lightning.seed").exists());
-    let over = cli_env(&b.dir, &["backup", "restore", f], PASS).await;
+    let over = with_pass(&b.dir, &["backup", "restore", f], PASS).await;
     assert!(
         !over.ok && over.stderr.contains("already holds a box"),
         "{}",
         over.stderr
     );
-    let restored = cli_env(&target, &["backup", "restore", f], PASS).await;
+    let restored = with_pass(&target, &["backup", "restore", f], PASS).await;
     assert!(restored.ok, "{}", restored.stderr);
     for name in ["lightning.seed", "nostr.nsec", "mostro-box.redb"] {
         let mode = std::fs::metadata(target.join(name))
@@ -97,7 +85,7 @@ async fn a_backup_restores_keys_seed_and_orders() {
     // Offline backup of the restored directory (no daemon there yet).
     let offline = temp_dir("backups2").join("offline.backup");
     std::fs::create_dir_all(offline.parent().unwrap()).unwrap();
-    let run = cli_env(
+    let run = with_pass(
         &target,
         &["backup", "create", offline.to_str().unwrap()],
         PASS,

@@ -789,10 +789,16 @@ impl CliRun {
 
 /// Runs `mostro-box --data-dir DIR ARGS...` and collects its output.
 pub async fn cli(dir: &Path, args: &[&str]) -> CliRun {
+    cli_env(dir, args, &[]).await
+}
+
+/// As [`cli`], with extra environment variables.
+pub async fn cli_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CliRun {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mostro-box"))
         .arg("--data-dir")
         .arg(dir)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .await
