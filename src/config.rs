@@ -270,7 +270,7 @@ impl LightningSettings {
     /// The network name as the reference daemon publishes it (`mainnet` for bitcoin).
     pub fn network_tag(&self) -> String {
         match self.network.as_str() {
-            "bitcoin" => "mainnet".into(),
+            "bitcoin" | "mainnet" => "mainnet".into(),
             other => other.into(),
         }
     }
@@ -294,7 +294,7 @@ impl LightningSettings {
     pub fn bitcoin_network(&self) -> ldk_node::bitcoin::Network {
         use ldk_node::bitcoin::Network;
         match self.network.as_str() {
-            "bitcoin" => Network::Bitcoin,
+            "bitcoin" | "mainnet" => Network::Bitcoin,
             "testnet" => Network::Testnet,
             "signet" => Network::Signet,
             _ => Network::Regtest,
@@ -308,7 +308,7 @@ impl LightningSettings {
             return self.esplora_url.trim().to_string();
         }
         match self.network.as_str() {
-            "bitcoin" => "https://blockstream.info/api",
+            "bitcoin" | "mainnet" => "https://blockstream.info/api",
             "testnet" => "https://blockstream.info/testnet/api",
             "signet" => "https://mempool.space/signet/api",
             _ => "http://127.0.0.1:3002",
@@ -508,9 +508,9 @@ impl Settings {
             format!("{:?}", l.network),
             matches!(
                 l.network.as_str(),
-                "bitcoin" | "testnet" | "signet" | "regtest"
+                "bitcoin" | "mainnet" | "testnet" | "signet" | "regtest"
             ),
-            "\"bitcoin\", \"testnet\", \"signet\" or \"regtest\"",
+            "\"bitcoin\" (or \"mainnet\"), \"testnet\", \"signet\" or \"regtest\"",
         )?;
         check(
             "lightning.hold_invoice_cltv_delta",
