@@ -19,4 +19,4 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 cargo build --locked --profile "$profile" --target "$target" >&2
 dir="$profile"; [ "$profile" = dev ] && dir=debug
-echo "target/$target/$dir/mostro-box"
+echo "${CARGO_TARGET_DIR:-target}/$target/$dir/mostro-box"
