@@ -60,15 +60,7 @@ async fn taker_and_maker_cancels_before_the_escrow() {
     // A stranger cannot cancel it; the seller takes it back after a new take with the hold
     // invoice issued: both are told, and the invoice is cancelled.
     let b2 = t.buyer.take_index();
-    let inv = invoice(&t.m.bob, AMOUNT - FEE);
-    t.buyer
-        .send(
-            b2,
-            Some(id),
-            Action::TakeSell,
-            Some(Payload::PaymentRequest(None, inv, None)),
-        )
-        .await;
+    send_buyer_invoice(&t, b2, id, Action::TakeSell).await;
     t.seller.expect(s, Action::PayInvoice).await;
     t.seller.expect(s, Action::PayInvoice).await;
     let stranger = Trader::new(&t.m.b.url, t.m.b.pubkey(), Wire::V2, false).await;
@@ -136,15 +128,7 @@ async fn waiting_timeouts_return_or_cancel_the_order() {
 
     // Taken again, by a buyer with its invoice; the seller (the maker) never pays: canceled.
     let b3 = t.buyer.take_index();
-    let inv = invoice(&t.m.bob, AMOUNT - FEE);
-    t.buyer
-        .send(
-            b3,
-            Some(id),
-            Action::TakeSell,
-            Some(Payload::PaymentRequest(None, inv, None)),
-        )
-        .await;
+    send_buyer_invoice(&t, b3, id, Action::TakeSell).await;
     t.buyer.expect(b3, Action::WaitingSellerToPay).await;
     t.buyer.expect(b3, Action::Canceled).await;
     t.seller.expect(s, Action::Canceled).await;

@@ -79,19 +79,7 @@ async fn sell_order_trade_pays_everyone_to_the_sat() {
     t.seller.wait_order_status(id, "in-progress").await;
 
     // The buyer's invoice; the seller gets the taker's reputation, then the hold invoice.
-    let rid = t
-        .buyer
-        .send(
-            b,
-            Some(id),
-            Action::AddInvoice,
-            Some(Payload::PaymentRequest(
-                None,
-                invoice(&t.m.bob, AMOUNT - FEE),
-                None,
-            )),
-        )
-        .await;
+    let rid = send_buyer_invoice(&t, b, id, Action::AddInvoice).await;
     let wait = t.buyer.expect(b, Action::WaitingSellerToPay).await;
     assert_eq!(wait.get_inner_message_kind().request_id, Some(rid));
     let notice = t.seller.expect(s, Action::PayInvoice).await;
@@ -149,19 +137,7 @@ async fn buy_order_trade_pays_everyone_to_the_sat() {
         &notice.get_inner_message_kind().payload,
         Some(Payload::Peer(_))
     ));
-    let rid = t
-        .buyer
-        .send(
-            b,
-            Some(id),
-            Action::AddInvoice,
-            Some(Payload::PaymentRequest(
-                None,
-                invoice(&t.m.bob, AMOUNT - FEE),
-                None,
-            )),
-        )
-        .await;
+    let rid = send_buyer_invoice(&t, b, id, Action::AddInvoice).await;
     let accepted = t.buyer.expect(b, Action::HoldInvoicePaymentAccepted).await;
     assert_eq!(accepted.get_inner_message_kind().request_id, Some(rid));
     t.seller.expect(s, Action::BuyerTookOrder).await;
@@ -330,19 +306,7 @@ async fn failed_payout_asks_for_a_new_invoice_then_pays_once() {
     assert_eq!(ask.status, Some(Status::SettledHoldInvoice));
 
     // A new invoice: updated, paid once.
-    let rid = t
-        .buyer
-        .send(
-            b,
-            Some(id),
-            Action::AddInvoice,
-            Some(Payload::PaymentRequest(
-                None,
-                invoice(&t.m.bob, AMOUNT - FEE),
-                None,
-            )),
-        )
-        .await;
+    let rid = send_buyer_invoice(&t, b, id, Action::AddInvoice).await;
     let updated = t.buyer.expect(b, Action::InvoiceUpdated).await;
     assert_eq!(updated.get_inner_message_kind().request_id, Some(rid));
     t.buyer.expect(b, Action::PurchaseCompleted).await;

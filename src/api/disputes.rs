@@ -7,12 +7,12 @@ use redb::ReadableTable;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::handlers::str_field;
+use super::handlers::{query_param, str_field};
 use super::{ApiContext, ApiError};
 use crate::engine::dispute::DisputeRecord;
 use crate::engine::order::Order;
 use crate::engine::user::User;
-use crate::store::{decode, DISPUTES, ORDERS, USERS};
+use crate::store::{decode, DISPUTES, USERS};
 
 fn disputes(ctx: &ApiContext) -> Result<Vec<DisputeRecord>, ApiError> {
     let read = ctx.store.read().map_err(ApiError::internal)?;
@@ -26,14 +26,7 @@ fn disputes(ctx: &ApiContext) -> Result<Vec<DisputeRecord>, ApiError> {
 }
 
 fn order(ctx: &ApiContext, id: Uuid) -> Result<Option<Order>, ApiError> {
-    let read = ctx.store.read().map_err(ApiError::internal)?;
-    let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
-    match table.get(id.as_u128()).map_err(ApiError::internal)? {
-        Some(b) => Ok(Some(
-            decode("orders", b.value()).map_err(ApiError::internal)?,
-        )),
-        None => Ok(None),
-    }
+    ctx.engine.order(id).map_err(ApiError::internal)
 }
 
 /// A dispute given by its id or its order's id.
@@ -75,10 +68,7 @@ pub fn list(ctx: &ApiContext) -> Result<Value, ApiError> {
 
 /// One dispute with its whole order.
 pub fn show(ctx: &ApiContext, query: &str) -> Result<Value, ApiError> {
-    let id = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("id="))
-        .ok_or_else(|| ApiError::bad("give the dispute id"))?;
+    let id = query_param(query, "id").ok_or_else(|| ApiError::bad("give the dispute id"))?;
     let d = find(ctx, id)?;
     let o = order(ctx, d.order_id)?;
     let mut v = summary(&d, o.as_ref());

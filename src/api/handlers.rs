@@ -516,20 +516,24 @@ fn order_list(ctx: &ApiContext) -> Result<Value, ApiError> {
 }
 
 fn order_show(ctx: &ApiContext, query: &str) -> Result<Value, ApiError> {
-    let id = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("id="))
-        .ok_or_else(|| ApiError::bad("give the order id"))?;
+    let id = query_param(query, "id").ok_or_else(|| ApiError::bad("give the order id"))?;
     let uuid = uuid::Uuid::parse_str(id)
         .map_err(|_| ApiError::bad(format!("{id} is not an order id (a UUID)")))?;
-    let read = ctx.store.read().map_err(ApiError::internal)?;
-    let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
-    let bytes = table
-        .get(uuid.as_u128())
+    let o = ctx
+        .engine
+        .order(uuid)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no order {uuid}")))?;
-    let o: Order = decode("orders", bytes.value()).map_err(ApiError::internal)?;
     serde_json::to_value(&o).map_err(ApiError::internal)
+}
+
+/// The value of `name` in a query string.
+pub(super) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    })
 }
 
 pub(super) fn str_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, ApiError> {

@@ -23,7 +23,7 @@ use super::actions::cancel::{back_to_pending, cancel_trade};
 use super::actions::save_and_publish;
 use super::actions::take::escrow_held_notices;
 use super::actions::trade::close_dispute;
-use super::notify::{buyer_view, seller_view, taker_reputation, tell};
+use super::notify::{ask_buyer_for_invoice, buyer_view, seller_view, taker_reputation, tell};
 use super::order::{EscrowState, Order, Payout, PayoutState, Side};
 use super::tx::{Timer, Tx};
 use super::{Ctx, Engine};
@@ -165,18 +165,9 @@ impl Engine {
         }
     }
 
-    fn read_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
-        let r = self.store.read()?;
-        let t = r.open_table(ORDERS)?;
-        match t.get(id.as_u128())? {
-            Some(v) => Ok(Some(decode("orders", v.value())?)),
-            None => Ok(None),
-        }
-    }
-
     /// Acts on the order's recorded decisions, reads the node, applies what it saw.
     async fn sync(&self, id: Uuid) -> Result<(), String> {
-        let Some(order) = self.read_order(id).map_err(|e| e.to_string())? else {
+        let Some(order) = self.order(id).map_err(|e| e.to_string())? else {
             return Ok(());
         };
         let facts = self.observe(&order).await;
@@ -540,23 +531,7 @@ fn seller_paid(tx: &mut Tx, ctx: &Ctx, order: &mut Order) -> Result<(), StoreErr
         order.id,
         Timer::WaitingTimeout,
     )?;
-    let view = buyer_view(order, Status::WaitingBuyerInvoice, false);
-    tell(
-        tx,
-        order,
-        Side::Buyer,
-        None,
-        Action::AddInvoice,
-        Some(Payload::Order(view)),
-    )?;
-    tell(
-        tx,
-        order,
-        Side::Seller,
-        None,
-        Action::WaitingBuyerInvoice,
-        None,
-    )?;
+    ask_buyer_for_invoice(tx, order, None)?;
     if order.maker_side() == Side::Buyer {
         taker_reputation(tx, order, ctx.now)?;
     }

@@ -366,6 +366,16 @@ impl Engine {
         Ok(mine)
     }
 
+    /// An order as last committed.
+    pub fn order(&self, id: uuid::Uuid) -> Result<Option<order::Order>, StoreError> {
+        let r = self.store.read()?;
+        let t = r.open_table(ORDERS)?;
+        match t.get(id.as_u128())? {
+            Some(v) => Ok(Some(decode("orders", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     /// Number of orders in the store, finished or not.
     pub fn order_count(&self) -> Result<u64, StoreError> {
         use redb::ReadableTableMetadata;

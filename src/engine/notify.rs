@@ -28,6 +28,32 @@ pub fn tell(
     Ok(())
 }
 
+/// The buyer is asked for its payout invoice (`add-invoice` with what it will receive) and the
+/// seller is told the trade waits on it. `buyer_rid` echoes the buyer's own request.
+pub fn ask_buyer_for_invoice(
+    tx: &mut Tx,
+    order: &Order,
+    buyer_rid: Option<u64>,
+) -> Result<(), StoreError> {
+    let view = buyer_view(order, Status::WaitingBuyerInvoice, false);
+    tell(
+        tx,
+        order,
+        Side::Buyer,
+        buyer_rid,
+        Action::AddInvoice,
+        Some(Payload::Order(view)),
+    )?;
+    tell(
+        tx,
+        order,
+        Side::Seller,
+        None,
+        Action::WaitingBuyerInvoice,
+        None,
+    )
+}
+
 /// The order as the buyer sees it: the sats it will receive.
 pub fn buyer_view(order: &Order, status: Status, with_keys: bool) -> SmallOrder {
     view(order, status, order.buyer_total(), with_keys)

@@ -4,13 +4,12 @@
 
 use std::collections::HashSet;
 
-use mostro_core::prelude::{Action, Payload, Status};
+use mostro_core::prelude::Status;
 use nostr::PublicKey;
 
 use super::actions::cancel::cancel_trade;
 use super::actions::{open_dispute, save_and_publish, track_active};
 use super::escrow::waiting_timeout;
-use super::notify::tell;
 use super::order::{PayoutState, Side};
 use super::tx::{Timer, Tx};
 use super::Ctx;
@@ -80,28 +79,11 @@ pub fn fire_due(
             // The buyer says it paid: a solver decides before the deadline.
             Status::FiatSent => {
                 tracing::warn!(order = %order.id, "escrow deadline: opening a dispute");
-                let d = match open_dispute(tx, ctx, &mut order, Some(Side::Buyer)) {
-                    Ok(d) => d,
-                    Err(super::dispatch::Fail::Store(e)) => return Err(e),
-                    Err(_) => continue,
-                };
-                let payload = || Some(Payload::Dispute(d.id, None));
-                tell(
-                    tx,
-                    &order,
-                    Side::Buyer,
-                    None,
-                    Action::DisputeInitiatedByYou,
-                    payload(),
-                )?;
-                tell(
-                    tx,
-                    &order,
-                    Side::Seller,
-                    None,
-                    Action::DisputeInitiatedByPeer,
-                    payload(),
-                )?;
+                if let Err(super::dispatch::Fail::Store(e)) =
+                    open_dispute(tx, ctx, &mut order, Side::Buyer, None)
+                {
+                    return Err(e);
+                }
             }
             _ => {}
         }

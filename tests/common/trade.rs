@@ -116,20 +116,26 @@ pub async fn sell_order(t: &Trade) -> (Uuid, i64) {
     (order_of(&t.seller.reply(s, Some(rid)).await).id.unwrap(), s)
 }
 
-/// A sell order of AMOUNT taken by the buyer with its invoice, and the hold invoice paid: the
-/// trade is active. Returns (order id, seller's trade index, buyer's trade index).
-pub async fn active_trade(t: &Trade) -> (Uuid, i64, i64) {
-    let (id, s) = sell_order(t).await;
-    let b = t.buyer.take_index();
+/// The buyer sends `action` (take-sell or add-invoice) on order `id` from trade key `b`, with
+/// a fresh invoice of its wallet for amount − fee; returns the request id.
+pub async fn send_buyer_invoice(t: &Trade, b: i64, id: Uuid, action: Action) -> u64 {
     let inv = invoice(&t.m.bob, AMOUNT - FEE);
     t.buyer
         .send(
             b,
             Some(id),
-            Action::TakeSell,
+            action,
             Some(Payload::PaymentRequest(None, inv, None)),
         )
-        .await;
+        .await
+}
+
+/// A sell order of AMOUNT taken by the buyer with its invoice, and the hold invoice paid: the
+/// trade is active. Returns (order id, seller's trade index, buyer's trade index).
+pub async fn active_trade(t: &Trade) -> (Uuid, i64, i64) {
+    let (id, s) = sell_order(t).await;
+    let b = t.buyer.take_index();
+    send_buyer_invoice(t, b, id, Action::TakeSell).await;
     t.buyer.expect(b, Action::WaitingSellerToPay).await;
     t.seller.expect(s, Action::PayInvoice).await; // the taker's reputation
     let (_, hold) = pay_request(&t.seller.expect(s, Action::PayInvoice).await);

@@ -38,34 +38,18 @@ pub fn dispute(tx: &mut Tx, ctx: &mut Ctx, req: &Request) -> Result<(), Fail> {
     let side = order
         .side_of(&req.sender())
         .ok_or(CantDoReason::InvalidPubkey)?;
-    let d = open_dispute(tx, ctx, &mut order, Some(side))?;
-    let payload = || Some(Payload::Dispute(d.id, None));
-    tell(
-        tx,
-        &order,
-        side.other(),
-        None,
-        Action::DisputeInitiatedByPeer,
-        payload(),
-    )?;
-    tell(
-        tx,
-        &order,
-        side,
-        req.kind().request_id,
-        Action::DisputeInitiatedByYou,
-        payload(),
-    )?;
+    open_dispute(tx, ctx, &mut order, side, req.kind().request_id)?;
     Ok(())
 }
 
-/// Moves the order to `dispute` and records a new dispute (38386 `initiated`). `initiator`
-/// is `None` when the box opens it (a fiat-sent trade reaching its escrow deadline).
+/// Moves the order to `dispute`, records a new dispute (38386 `initiated`) and tells both
+/// parties: the counterpart first, then the initiator (with `initiator_rid` echoed).
 pub fn open_dispute(
     tx: &mut Tx,
     ctx: &Ctx,
     order: &mut Order,
-    initiator: Option<Side>,
+    initiator: Side,
+    initiator_rid: Option<u64>,
 ) -> Result<DisputeRecord, Fail> {
     let previous = order.status;
     order
@@ -76,7 +60,7 @@ pub fn open_dispute(
         order_id: order.id,
         status: DisputeStatus::Initiated,
         order_previous_status: previous,
-        initiator,
+        initiator: Some(initiator),
         solver: None,
         created_at: ctx.now,
         taken_at: 0,
@@ -85,6 +69,23 @@ pub fn open_dispute(
     order.trade.dispute_id = Some(d.id);
     save_and_publish(tx, ctx, order)?;
     publish_dispute(tx, ctx, &mut d)?;
+    let payload = || Some(Payload::Dispute(d.id, None));
+    tell(
+        tx,
+        order,
+        initiator.other(),
+        None,
+        Action::DisputeInitiatedByPeer,
+        payload(),
+    )?;
+    tell(
+        tx,
+        order,
+        initiator,
+        initiator_rid,
+        Action::DisputeInitiatedByYou,
+        payload(),
+    )?;
     Ok(d)
 }
 

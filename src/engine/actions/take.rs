@@ -9,7 +9,7 @@ use nostr::PublicKey;
 use super::new_order::fee_for;
 use super::{save_and_publish, track_active};
 use crate::engine::dispatch::{record_trade_index, Fail, Request};
-use crate::engine::notify::{buyer_view, seller_view, tell};
+use crate::engine::notify::{ask_buyer_for_invoice, buyer_view, seller_view, tell};
 use crate::engine::order::{Escrow, EscrowState, Order, Party, PayoutState, Side};
 use crate::engine::tx::{Timer, Tx};
 use crate::engine::Ctx;
@@ -90,23 +90,7 @@ pub fn take(
             .move_to(Status::WaitingBuyerInvoice)
             .map_err(|_| CantDoReason::NotAllowedByStatus)?;
         save_and_publish(tx, ctx, &mut order)?;
-        let view = buyer_view(&order, Status::WaitingBuyerInvoice, false);
-        tell(
-            tx,
-            &order,
-            Side::Buyer,
-            rid,
-            Action::AddInvoice,
-            Some(Payload::Order(view)),
-        )?;
-        tell(
-            tx,
-            &order,
-            Side::Seller,
-            None,
-            Action::WaitingBuyerInvoice,
-            None,
-        )?;
+        ask_buyer_for_invoice(tx, &order, rid)?;
     } else {
         begin_escrow(tx, ctx, &mut order, rid, taker_side)?;
     }
