@@ -64,12 +64,15 @@ mostro-box is installed (not started yet).
      bitcoind_rpc_* if this Pi runs a full node.
    - relay.public_url: the address traders will use, e.g. "wss://mostro.example.org" behind
      a tunnel, or "ws://YOUR_PUBLIC_IP:7777" with a port forward.
-2. Ports: the relay listens on 7777 and the Lightning node on 9735. With ufw:
-     ufw allow 7777/tcp && ufw allow 9735/tcp
-   and forward them on your router (or use a tunnel for 7777).
+2. Ports: the relay listens on 7777 and the Lightning node on 9735; the status page on
+   7778 (your home network only: never forward it). With ufw:
+     ufw allow 7777/tcp && ufw allow 9735/tcp && ufw allow from 192.168.0.0/16 to any port 7778 proto tcp
+   and forward 7777 and 9735 on your router (or use a tunnel for 7777).
 3. Back up the seed words now, on paper:
      sudo -u mostro-box mostro-box --data-dir $data seed show
 4. Start it and watch it:
      systemctl start mostro-box && journalctl -u mostro-box -f
      sudo -u mostro-box mostro-box --data-dir $data status
+5. Open the status page on your phone: scan the QR code this prints.
+     sudo -u mostro-box mostro-box --data-dir $data status-page
 NEXT

@@ -54,6 +54,8 @@ pub struct Settings {
     pub nostr: NostrSettings,
     /// Market price source.
     pub price: PriceSettings,
+    /// The operator's status page.
+    pub status: StatusSettings,
 }
 
 /// `[mostro]`: trading rules, limits, timers and the node's public profile.
@@ -187,6 +189,27 @@ pub struct PriceSettings {
     pub update_interval_seconds: u64,
     /// Prices older than this are not used (`price_too_stale`).
     pub max_staleness_seconds: u64,
+}
+
+/// `[status]`: the operator's status page (read-only, behind the admin token).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusSettings {
+    /// Where the page listens. Kept off the relay's port so that forwarding the relay to the
+    /// internet does not also publish the operator's page.
+    pub listen: SocketAddr,
+    /// Ask for the admin token. Only turn this off behind a proxy that logs the operator in
+    /// itself (Umbrel's app proxy does).
+    pub require_token: bool,
+}
+
+impl Default for StatusSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7778)),
+            require_token: true,
+        }
+    }
 }
 
 impl Default for MostroSettings {
@@ -714,6 +737,13 @@ api_url = "{api_url}"
 update_interval_seconds = {upd}
 # Market-price orders are refused (price_too_stale) when the last price is older than this.
 max_staleness_seconds = {stale}
+
+[status]
+# The operator's status page (open the link `mostro-box status-page` prints). Reachable from
+# your home network by default so you can check it on your phone; never forward this port.
+listen = "{status_listen}"
+# Keep true unless a proxy logs you in first (Umbrel's app proxy does).
+require_token = true
 "#,
             fee = d.mostro.fee,
             max_order_amount = d.mostro.max_order_amount,
@@ -751,6 +781,7 @@ max_staleness_seconds = {stale}
             api_url = d.price.api_url,
             upd = d.price.update_interval_seconds,
             stale = d.price.max_staleness_seconds,
+            status_listen = d.status.listen,
         )
     }
 }
@@ -821,8 +852,13 @@ mod tests {
                 "MOSTRO_BOX_MOSTRO_FIAT_CURRENCIES_ACCEPTED".into(),
                 "[\"VES\"]".into(),
             ),
+            // As the Umbrel app sets it.
+            ("MOSTRO_BOX_STATUS_REQUIRE_TOKEN".into(), "false".into()),
+            ("MOSTRO_BOX_STATUS_LISTEN".into(), "0.0.0.0:7778".into()),
         ];
         let s = Settings::load(&dir, env, &["mostro.pow=5".into()]).unwrap();
+        assert!(!s.status.require_token);
+        assert_eq!(s.status.listen.port(), 7778);
         assert_eq!(s.mostro.fee, 0.02);
         assert_eq!(s.mostro.pow, 5);
         assert_eq!(s.mostro.fiat_currencies_accepted, vec!["VES".to_string()]);

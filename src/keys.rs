@@ -1,4 +1,4 @@
-//! Secret files (the node's Nostr key, the Lightning seed): mode 0600 in the data directory,
+//! Secret files (the node's Nostr key, the Lightning seed, the admin token): mode 0600 in the data directory,
 //! never overwritten, never logged.
 
 use std::io::Write;
@@ -9,6 +9,8 @@ use nostr::{FromBech32, Keys, SecretKey, ToBech32};
 
 /// File holding the node's nsec.
 pub const NODE_KEY_FILE: &str = "nostr.nsec";
+/// File holding the token that opens the status page.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// A key file problem, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,30 @@ pub fn load(data_dir: &Path) -> Result<Keys, KeyError> {
         .or_else(|_| SecretKey::parse(text.trim()))
         .map_err(|_| KeyError::Invalid(path.clone()))?;
     Ok(Keys::new(secret))
+}
+
+/// The admin token (64 hex digits), created on first use. Delete the file and restart the box
+/// to change it: every browser logged in with the old one is logged out.
+pub fn admin_token(data_dir: &Path) -> Result<String, KeyError> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match read_secret_file(&path) {
+        Err(KeyError::Missing(_)) => {
+            let token: String = crate::lightning::Preimage::random()
+                .0
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            match create_secret_file(&path, &format!("{token}\n")) {
+                // Another process made it first: use theirs.
+                Err(KeyError::Exists(_)) => admin_token(data_dir),
+                Err(e) => Err(e),
+                Ok(()) => Ok(token),
+            }
+        }
+        Err(e) => Err(e),
+        Ok(text) if text.trim().len() >= 32 => Ok(text.trim().to_string()),
+        Ok(_) => Err(KeyError::Invalid(path)),
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! [`relay`] the embedded relay; [`protocol`] the Mostro wire; [`engine`] the order state
 //! machine and the escrow worker; [`lightning`] the LDK node; [`publish`] public relays and
 //! discovery; [`price`] market prices; [`api`] and [`cli`] the operator's side; [`metrics`]
-//! Prometheus; [`node`] start-up.
+//! Prometheus; [`logging`] the logger and its memory of recent errors; [`node`] start-up.
 
 #![warn(missing_docs)]
 
@@ -18,6 +18,7 @@ pub mod engine;
 pub mod fetch;
 pub mod keys;
 pub mod lightning;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod price;

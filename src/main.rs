@@ -15,7 +15,7 @@ fn main() {
         cli.command,
         Command::Dev { what: None, .. } | Command::Bench { .. }
     );
-    init_logging(&cli.log_format, regtest_noise);
+    mostro_box::logging::init(&cli.log_format, regtest_noise);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -23,25 +23,6 @@ fn main() {
     if let Err(e) = runtime.block_on(run(cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
-    }
-}
-
-fn init_logging(format: &str, regtest_noise: bool) {
-    let mut default = "info,nostr_relay_pool=warn,nostr_relay_builder=warn,ldk_node=warn,\
-                       lightning=warn,lightning_background_processor=warn"
-        .to_string();
-    if regtest_noise {
-        default.push_str(",ldk_node::chain=off");
-    }
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

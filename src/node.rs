@@ -50,9 +50,13 @@ pub enum StartError {
         "{0} is in use by another mostro-box; stop it first (never run two boxes on one data dir)"
     )]
     InUse(PathBuf),
-    /// The relay port is taken or not allowed.
-    #[error("cannot listen on {addr}: {source}; set relay.listen in {CONFIG_FILE} or pass --set relay.listen=IP:PORT")]
+    /// The relay's or the status page's port is taken or not allowed.
+    #[error(
+        "cannot listen on {addr}: {source}; set {key} in {CONFIG_FILE} or pass --set {key}=IP:PORT"
+    )]
     Listen {
+        /// The setting that names the address.
+        key: &'static str,
         /// Address tried.
         addr: SocketAddr,
         /// Cause.
@@ -206,6 +210,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| StartError::Listen {
+            key: "relay.listen",
             addr: listen,
             source,
         })?;
@@ -247,18 +252,45 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
             source,
         })?;
     tracing::info!("operator API on {}", api_path.display());
+    let page_listen = settings.status.listen;
+    let page_listener =
+        TcpListener::bind(page_listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                key: "status.listen",
+                addr: page_listen,
+                source,
+            })?;
+    let status_page = page_listener
+        .local_addr()
+        .expect("bound listener has an address");
+    let token = if settings.status.require_token {
+        Some(Arc::new(crate::keys::admin_token(data_dir)?))
+    } else {
+        None
+    };
+    tracing::info!(
+        "status page on http://{status_page}/ (`mostro-box status-page` prints its link)"
+    );
+    let api_ctx = Arc::new(crate::api::ApiContext {
+        lightning: lightning.clone(),
+        store: store.clone(),
+        data_dir: data_dir.to_path_buf(),
+        engine: engine.clone(),
+        dev_wallets: dev_wallets.clone(),
+        settings: settings.clone(),
+        npub: npub.clone(),
+        started,
+        status_page,
+    });
     tasks.push(tokio::spawn(crate::api::serve(
         api_listener,
-        Arc::new(crate::api::ApiContext {
-            lightning: lightning.clone(),
-            store: store.clone(),
-            data_dir: data_dir.to_path_buf(),
-            engine: engine.clone(),
-            dev_wallets: dev_wallets.clone(),
-            settings: settings.clone(),
-            npub: npub.clone(),
-            started,
-        }),
+        api_ctx.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::api::page::serve(
+        page_listener,
+        api_ctx,
+        token,
     )));
     let health_store = store.clone();
     let public_url = settings.relay.public_url.clone();

@@ -54,6 +54,7 @@ async fn unreachable_chain_source_gives_one_clear_line_and_retries() {
             &format!("lightning.listen=127.0.0.1:{}", free_port()),
         ])
         .args(["--set", &format!("relay.listen=127.0.0.1:{}", free_port())])
+        .args(["--set", "status.listen=127.0.0.1:0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.join("box.log")).unwrap())
         .spawn()

@@ -46,6 +46,7 @@ fn summary(d: &DisputeRecord, o: Option<&Order>) -> Value {
         "id": d.id.to_string(),
         "order_id": d.order_id.to_string(),
         "status": d.status.to_string(),
+        "open": d.is_open(),
         "initiator": d.initiator_name(),
         "solver": d.solver.map(|s| s.to_hex()),
         "order_status": o.map(|o| o.status.to_string()),
@@ -72,7 +73,10 @@ pub fn show(ctx: &ApiContext, query: &str) -> Result<Value, ApiError> {
     let d = find(ctx, id)?;
     let o = order(ctx, d.order_id)?;
     let mut v = summary(&d, o.as_ref());
-    v["order"] = serde_json::to_value(&o).map_err(ApiError::internal)?;
+    v["order"] = match &o {
+        Some(o) => super::handlers::order_view(o)?,
+        None => Value::Null,
+    };
     Ok(v)
 }
 

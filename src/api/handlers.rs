@@ -66,7 +66,7 @@ pub async fn route(
     }
 }
 
-fn status(ctx: &ApiContext) -> Result<Value, ApiError> {
+pub(super) fn status(ctx: &ApiContext) -> Result<Value, ApiError> {
     let node = ctx.lightning.node();
     let st = node.status();
     let channels = node.list_channels();
@@ -98,6 +98,10 @@ fn status(ctx: &ApiContext) -> Result<Value, ApiError> {
         },
         "balances": balances(ctx),
         "active_orders": pending,
+        "status_page": {
+            "listen": ctx.status_page.to_string(),
+            "require_token": ctx.settings.status.require_token,
+        },
     }))
 }
 
@@ -289,7 +293,7 @@ pub fn channel_state(c: &ChannelDetails) -> &'static str {
     }
 }
 
-fn channel_list(ctx: &ApiContext) -> Value {
+pub(super) fn channel_list(ctx: &ApiContext) -> Value {
     let channels: Vec<Value> = ctx
         .lightning
         .node()
@@ -487,7 +491,7 @@ fn backup_snapshot(ctx: &ApiContext) -> Result<Value, ApiError> {
     Ok(json!({ "snapshot": path }))
 }
 
-fn all_orders(ctx: &ApiContext) -> Result<Vec<Order>, ApiError> {
+pub(super) fn all_orders(ctx: &ApiContext) -> Result<Vec<Order>, ApiError> {
     let read = ctx.store.read().map_err(ApiError::internal)?;
     let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
     let mut orders = Vec::new();
@@ -524,7 +528,19 @@ fn order_show(ctx: &ApiContext, query: &str) -> Result<Value, ApiError> {
         .order(uuid)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no order {uuid}")))?;
-    serde_json::to_value(&o).map_err(ApiError::internal)
+    order_view(&o)
+}
+
+/// An order as the operator sees it: everything but the escrow's preimage, which must stay
+/// secret until the release (a routing node that learnt it could take the seller's payment),
+/// shown as its payment hash instead.
+pub(super) fn order_view(o: &Order) -> Result<Value, ApiError> {
+    let mut v = serde_json::to_value(o).map_err(ApiError::internal)?;
+    if let Some(escrow) = &o.trade.escrow {
+        v["escrow"]["preimage"] = Value::Null;
+        v["escrow"]["payment_hash"] = json!(escrow.hash().to_string());
+    }
+    Ok(v)
 }
 
 /// The value of `name` in a query string.

@@ -9,6 +9,7 @@ pub mod client;
 pub mod dev;
 mod disputes;
 pub mod handlers;
+pub mod page;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct ApiContext {
     pub npub: String,
     /// When the box started.
     pub started: Instant,
+    /// Where the status page listens.
+    pub status_page: std::net::SocketAddr,
 }
 
 /// An API failure: an HTTP status and one line for the operator.

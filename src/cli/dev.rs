@@ -41,6 +41,7 @@ pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
     ];
     set.extend(super::regtest_overrides(&bitcoind)?);
     set.push(format!("lightning.listen=127.0.0.1:{BOX_LN_PORT}"));
+    set.push("status.listen=127.0.0.1:7778".into());
     set.append(&mut overrides);
     let settings = Settings::load(dir, std::env::vars(), &set)?;
     let url = settings.relay.public_url.clone();
@@ -93,6 +94,10 @@ pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
     );
     println!(
         "  operator:  mostro-box --data-dir {} status   (also: channel list, order list, ...)",
+        dir.display()
+    );
+    println!(
+        "  status page: mostro-box --data-dir {} status-page   (prints its login link)",
         dir.display()
     );
     println!("Point mostro-cli at it with:");

@@ -66,6 +66,9 @@ pub enum Command {
     },
     /// Node status: relay, npub, Lightning node, balances, channels, orders.
     Status,
+    /// The status page's login link (it holds the admin token: do not share it), and the same
+    /// link as a QR code to open it on your phone.
+    StatusPage,
     /// The on-chain wallet.
     Wallet {
         /// What to do.
@@ -382,7 +385,7 @@ pub fn bitcoind_cache() -> PathBuf {
 }
 
 /// Settings that put the box's Lightning node on a local regtest `bitcoind`, listening on a
-/// free port.
+/// free port, with the status page on a port of the system's choosing (`status` shows it).
 pub fn regtest_overrides(
     bitcoind: &crate::regtest::Bitcoind,
 ) -> Result<Vec<String>, crate::regtest::RegtestError> {
@@ -397,6 +400,7 @@ pub fn regtest_overrides(
             "lightning.listen=127.0.0.1:{}",
             crate::regtest::free_port()?
         ),
+        "status.listen=127.0.0.1:0".into(),
     ])
 }
 

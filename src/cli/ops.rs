@@ -29,6 +29,10 @@ pub async fn run(data_dir: &Path, as_json: bool, command: Command) -> anyhow::Re
     let post = |path: &'static str, body: Value| call(data_dir, "POST", path, Some(body));
     let (value, render): (Value, fn(&Value) -> String) = match command {
         Command::Status => (get("/v1/status").await?, render_status),
+        Command::StatusPage => (
+            status_page(data_dir, &get("/v1/status").await?)?,
+            render_status_page,
+        ),
         Command::Wallet { what } => match what {
             WalletCommand::Address => (post("/v1/wallet/address", json!({})).await?, |v| {
                 v["address"].as_str().unwrap_or_default().to_string()
@@ -360,7 +364,8 @@ fn render_status(v: &Value) -> String {
          channels:     {} ({} usable)\n\
          on-chain:     {} sats ({} spendable)\n\
          lightning:    {} sats ({} outbound, {} inbound)\n\
-         orders:       {} active, {} held payments",
+         orders:       {} active, {} held payments\n\
+         status page:  http://{}/  (`mostro-box status-page` prints its login link)",
         s(&v["version"]),
         v["uptime_seconds"],
         s(&v["network"]),
@@ -382,6 +387,50 @@ fn render_status(v: &Value) -> String {
         b["inbound_sats"],
         v["active_orders"],
         ln["open_holds"],
+        s(&v["status_page"]["listen"]),
+    )
+}
+
+/// The status page's link: on this machine's network address when it listens on all of them,
+/// with the admin token when the page asks for it.
+fn status_page(data_dir: &Path, status: &Value) -> anyhow::Result<Value> {
+    let page = &status["status_page"];
+    let listen: std::net::SocketAddr = s(&page["listen"]).parse()?;
+    let host = if listen.ip().is_unspecified() {
+        lan_address().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+    } else {
+        listen.ip()
+    };
+    let base = format!("http://{}/", std::net::SocketAddr::new(host, listen.port()));
+    let url = if page["require_token"].as_bool() == Some(false) {
+        base
+    } else {
+        format!("{base}?token={}", crate::keys::admin_token(data_dir)?)
+    };
+    Ok(json!({ "url": url }))
+}
+
+/// The address other machines on the network reach this one at: the source address of the
+/// default route (a UDP "connect" sends nothing).
+fn lan_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+fn render_status_page(v: &Value) -> String {
+    let url = s(&v["url"]);
+    let code = qrcode::QrCode::new(url.as_bytes())
+        .map(|c| {
+            c.render::<qrcode::render::unicode::Dense1x2>()
+                .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                .build()
+        })
+        .unwrap_or_default();
+    format!(
+        "Open the status page (this link logs you in; keep it to yourself):\n  {url}\n\n\
+         Or scan it with your phone (on the same network):\n{code}"
     )
 }
 

@@ -124,6 +124,15 @@ pub enum PayoutState {
     Paid,
 }
 
+/// When the box next acts on an order by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// At this Unix time.
+    At(i64),
+    /// At this block height (the escrow wind-up).
+    Block(u32),
+}
+
 /// The next trade key a range maker gives for the order that follows this one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NextTrade {
@@ -301,6 +310,28 @@ impl Order {
             Some(PayoutState::Due | PayoutState::Paying { .. })
         );
         escrow || payout
+    }
+
+    /// The next moment the box acts on this order by itself (an expiry, a time-out, a payout
+    /// retry, the escrow wind-up), so an operator can see what is about to happen.
+    pub fn next_deadline(&self, expiration_seconds: i64, margin_blocks: u32) -> Option<Deadline> {
+        if let Some(PayoutState::Failed { retry_at, .. }) =
+            self.trade.payout.as_ref().map(|p| &p.state)
+        {
+            return Some(Deadline::At(*retry_at));
+        }
+        match self.status {
+            Status::Pending => Some(Deadline::At(self.expires_at)),
+            Status::WaitingPayment | Status::WaitingBuyerInvoice => {
+                Some(Deadline::At(self.taken_at + expiration_seconds))
+            }
+            _ => match self.trade.escrow.as_ref().map(|e| &e.state) {
+                Some(EscrowState::Held { deadline, .. }) => {
+                    Some(Deadline::Block(deadline.saturating_sub(margin_blocks)))
+                }
+                _ => None,
+            },
+        }
     }
 
     /// Mutable maker side.
