@@ -263,8 +263,21 @@ pub fn start_wallet(
     alias: &str,
     port: u16,
 ) -> Result<Arc<Node>, RegtestError> {
+    start_node(dir, bitcoind, alias, port, |_| {})
+}
+
+/// As [`start_wallet`], with `customize` applied to the builder first (to make a node that
+/// also plays a Lightning service provider, say).
+pub fn start_node(
+    dir: &Path,
+    bitcoind: &Bitcoind,
+    alias: &str,
+    port: u16,
+    customize: impl FnOnce(&mut Builder),
+) -> Result<Arc<Node>, RegtestError> {
     let err = |e: String| RegtestError::Wallet(e);
     let mut b = Builder::new();
+    customize(&mut b);
     b.set_network(Network::Regtest);
     b.set_storage_dir_path(dir.to_string_lossy().into_owned());
     b.set_runtime(tokio::runtime::Handle::current());

@@ -329,10 +329,22 @@ fn invoice_create(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
         .unwrap_or(3600)
         .min(u32::MAX as u64) as u32;
     let bolt11 = ctx.lightning.node().bolt11_payment();
-    let inv = if sats == 0 {
-        bolt11.receive_variable_amount(&desc, expiry)
-    } else {
-        bolt11.receive(sats * 1000, &desc, expiry)
+    let max_fee = input["max_lsp_fee_sats"].as_u64().map(|s| s * 1000);
+    let inv = match (input["jit"].as_bool() == Some(true), sats) {
+        (true, _) if ctx.settings.lightning.lsps2_node_id.is_empty() => {
+            return Err(ApiError::bad(
+                "no LSPS2 provider: set lightning.lsps2_node_id and lightning.lsps2_address \
+                 (and lsps2_token if it gives you one), restart, and try again",
+            ))
+        }
+        (true, 0) => {
+            return Err(ApiError::bad(
+                "give an amount with --jit: the provider sizes the new channel from it",
+            ))
+        }
+        (true, sats) => bolt11.receive_via_jit_channel(sats * 1000, &desc, expiry, max_fee),
+        (false, 0) => bolt11.receive_variable_amount(&desc, expiry),
+        (false, sats) => bolt11.receive(sats * 1000, &desc, expiry),
     }
     .map_err(ln_err)?;
     Ok(json!({

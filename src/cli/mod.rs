@@ -253,6 +253,14 @@ pub enum InvoiceCommand {
         /// Seconds until it expires.
         #[arg(long, default_value_t = 3600)]
         expiry: u64,
+        /// Receive through a just-in-time channel from the LSPS2 provider in the settings
+        /// (`lightning.lsps2_*`): the way to get first inbound liquidity. The provider opens a
+        /// channel to the box when the invoice is paid and keeps its fee from the payment.
+        #[arg(long)]
+        jit: bool,
+        /// With --jit: the most the provider may keep, in sats (default: what it asks).
+        #[arg(long, requires = "jit")]
+        max_lsp_fee: Option<u64>,
     },
     /// Create a hold invoice, the kind sellers pay in a trade: paid sats stay held until
     /// `invoice settle PREIMAGE` or `invoice cancel HASH` (tests the escrow path end to end).

@@ -145,11 +145,14 @@ pub async fn run(data_dir: &Path, as_json: bool, command: Command) -> anyhow::Re
                     sats,
                     description,
                     expiry,
+                    jit,
+                    max_lsp_fee,
                 },
         } => (
             post(
                 "/v1/invoice/create",
-                json!({ "sats": sats, "description": description, "expiry_secs": expiry }),
+                json!({ "sats": sats, "description": description, "expiry_secs": expiry,
+                        "jit": jit, "max_lsp_fee_sats": max_lsp_fee }),
             )
             .await?,
             |v| v["invoice"].as_str().unwrap_or_default().to_string(),
