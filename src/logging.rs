@@ -16,8 +16,11 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// How many warnings and errors are remembered.
 pub const REMEMBERED: usize = 20;
 
-/// Quiet dependencies: their warnings are kept, their chatter is not.
-const QUIET: &str = "nostr_relay_pool=warn,nostr_relay_builder=warn,ldk_node=warn,lightning=warn,\
+/// Quiet dependencies: their warnings are kept, their chatter is not. The relay library's
+/// connection handler is silenced: it logs every client that hangs up without a WebSocket close
+/// (mostro-cli does, after each command) as an ERROR, which would bury the box's real ones.
+const QUIET: &str = "nostr_relay_pool=warn,nostr_relay_builder=warn,\
+                     nostr_relay_builder::local::inner=off,ldk_node=warn,lightning=warn,\
                      lightning_background_processor=warn";
 
 /// One remembered warning or error.
