@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::trade::*;
 use common::*;
 use mostro_core::prelude::*;
+use nostr_sdk::prelude::ToBech32;
 
 /// Debian's Chromium (`apt-get install chromium`; `.ci/run` installs it), or `CHROMIUM_EXE`.
 fn chromium() -> PathBuf {
@@ -233,5 +234,36 @@ async fn status_page_shows_the_box_in_a_browser_and_nothing_without_the_token() 
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "a real picture"
+    );
+}
+
+/// Behind Umbrel's app proxy, which logs the operator in itself, the page needs no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_page_needs_no_token() {
+    let b = TestBox::start(&["status.require_token=false"]).await;
+    let link = cli_ok(&b.dir, &["--json", "status-page"]).await.json()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!link.contains("token"), "{link}");
+    let port: u16 = link
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (status, _, body) = get(port, "/", "").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains(
+        &mostro_box::keys::load(&b.dir)
+            .unwrap()
+            .public_key()
+            .to_bech32()
+            .unwrap()
+    ));
+    assert!(
+        !b.dir.join("admin.token").exists(),
+        "no token is made when none is asked for"
     );
 }
