@@ -113,11 +113,7 @@ pub fn admin_token(data_dir: &Path) -> Result<String, KeyError> {
     let path = data_dir.join(ADMIN_TOKEN_FILE);
     match read_secret_file(&path) {
         Err(KeyError::Missing(_)) => {
-            let token: String = crate::lightning::Preimage::random()
-                .0
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let token = crate::lightning::Preimage::random().to_hex();
             match create_secret_file(&path, &format!("{token}\n")) {
                 // Another process made it first: use theirs.
                 Err(KeyError::Exists(_)) => admin_token(data_dir),

@@ -78,10 +78,7 @@ impl<S: Subscriber> Layer<S> for Memory {
         let mut text = Text(String::new());
         event.record(&mut text);
         let line = Remembered {
-            at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or_default(),
+            at: crate::protocol::now(),
             level: event.metadata().level().to_string(),
             target: event.metadata().target().to_string(),
             message: text.0,

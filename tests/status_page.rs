@@ -64,21 +64,6 @@ fn section<'a>(dom: &'a str, id: &str) -> &'a str {
     &dom[start..end]
 }
 
-/// A raw GET with optional headers: (status line, headers, body).
-async fn get(port: u16, path: &str, headers: &str) -> (String, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.into(), headers.to_ascii_lowercase(), body.into())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_page_shows_the_box_in_a_browser_and_nothing_without_the_token() {
     let t = trade(&[]).await;
@@ -114,7 +99,7 @@ async fn status_page_shows_the_box_in_a_browser_and_nothing_without_the_token() 
         ("/?token=0000", String::new()),
         ("/", format!("Cookie: mostro_box_token={}\r\n", &token[1..])),
     ] {
-        let (status, _, body) = get(port, path, &headers).await;
+        let (status, _, body) = http_request(port, path, &headers).await;
         assert!(status.contains("401"), "{path} {headers}: {status}");
         assert!(!body.contains(&npub) && !body.contains(&pending.to_string()));
         assert!(
@@ -123,14 +108,15 @@ async fn status_page_shows_the_box_in_a_browser_and_nothing_without_the_token() 
         );
     }
     // The link logs in once: a cookie, and the token leaves the address bar.
-    let (status, headers, _) = get(port, &format!("/?token={token}"), "").await;
+    let (status, headers, _) = http_request(port, &format!("/?token={token}"), "").await;
     assert!(status.contains("303"), "{status}");
     assert!(
         headers.lines().any(|l| l.trim() == "location: /"),
         "{headers}"
     );
     assert!(headers.contains("httponly") && headers.contains("samesite=strict"));
-    let (status, _, body) = get(port, "/", &format!("Cookie: mostro_box_token={token}\r\n")).await;
+    let (status, _, body) =
+        http_request(port, "/", &format!("Cookie: mostro_box_token={token}\r\n")).await;
     assert!(status.contains("200") && body.contains(&npub), "{status}");
 
     // In the browser: the balances the CLI reports (polled: the on-chain wallet syncs on its
@@ -253,7 +239,7 @@ async fn behind_a_proxy_the_page_needs_no_token() {
         .unwrap()
         .parse()
         .unwrap();
-    let (status, _, body) = get(port, "/", "").await;
+    let (status, _, body) = http_request(port, "/", "").await;
     assert!(status.contains("200"), "{status}");
     assert!(body.contains(
         &mostro_box::keys::load(&b.dir)

@@ -150,7 +150,7 @@ fn page(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 
 fn render(ctx: &ApiContext) -> Result<String, ApiError> {
     let st = status(ctx)?;
-    let now = now();
+    let now = crate::protocol::now();
     let height = st["lightning"]["block_height"].as_u64().unwrap_or(0) as i64;
     let disputes = super::disputes::list(ctx)?;
     let open_disputes: Vec<&Value> = disputes["disputes"]
@@ -478,13 +478,6 @@ fn short(s: &str, n: usize) -> String {
     } else {
         s.to_string()
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -645,20 +645,24 @@ pub async fn price_stub(body: &'static str) -> String {
 
 /// A plain HTTP GET on loopback: (status line, body).
 pub async fn http_get(port: u16, path: &str, accept: &str) -> (String, String) {
+    let (status, _, body) = http_request(port, path, &format!("Accept: {accept}\r\n")).await;
+    (status, body)
+}
+
+/// A GET on loopback with extra header lines (each ending in CRLF): (status line, the other
+/// header lines in lower case, body).
+pub async fn http_request(port: u16, path: &str, headers: &str) -> (String, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let req =
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.into(), headers.to_ascii_lowercase(), body.into())
 }
 
 /// Unix time now.

@@ -23,8 +23,7 @@ pub fn cancel(
     req: &Request,
     active: &mut HashSet<PublicKey>,
 ) -> Result<(), Fail> {
-    let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
-    let mut order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
+    let mut order = super::requested_order(tx, req)?;
     let rid = req.kind().request_id;
     match order.status {
         Status::Canceled | Status::CooperativelyCanceled | Status::CanceledByAdmin => {

@@ -27,8 +27,7 @@ const READ_WRITE: u8 = 2;
 
 /// A party opens a dispute on an active or fiat-sent trade.
 pub fn dispute(tx: &mut Tx, ctx: &mut Ctx, req: &Request) -> Result<(), Fail> {
-    let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
-    let mut order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
+    let mut order = super::requested_order(tx, req)?;
     if order.trade.dispute_id.is_some() {
         return Err(Fail::Ignore("the order already has a dispute"));
     }
@@ -245,8 +244,7 @@ fn authorise_resolution(
     ctx: &Ctx,
     req: &Request,
 ) -> Result<(Order, Option<DisputeRecord>), Fail> {
-    let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
-    let order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
+    let order = super::requested_order(tx, req)?;
     let me = req.identity();
     let d = match order.trade.dispute_id {
         Some(did) => tx.dispute(did)?,

@@ -83,6 +83,12 @@ pub fn publish_dispute(tx: &mut Tx, ctx: &Ctx, d: &mut DisputeRecord) -> Result<
     tx.put_dispute(d)
 }
 
+/// The order a request names: `not_found` when it names none or one the store does not have.
+pub fn requested_order(tx: &Tx, req: &Request) -> Result<Order, Fail> {
+    let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
+    Ok(tx.order(id)?.ok_or(CantDoReason::NotFound)?)
+}
+
 /// Keeps the cache of trade keys with an open order in step with `order`.
 pub fn track_active(active: &mut HashSet<PublicKey>, order: &Order) {
     for p in [&order.buyer, &order.seller].into_iter().flatten() {

@@ -12,8 +12,7 @@ use crate::protocol::events::rating_event;
 
 /// Records a 1–5 rating of the counterparty, updates its reputation and publishes it (38384).
 pub fn rate_user(tx: &mut Tx, ctx: &mut Ctx, req: &Request) -> Result<(), Fail> {
-    let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
-    let mut order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
+    let mut order = super::requested_order(tx, req)?;
     let side = order
         .side_of(&req.sender())
         .ok_or(CantDoReason::InvalidPubkey)?;

@@ -85,8 +85,7 @@ pub fn trade_pubkey(
     req: &Request,
     active: &mut HashSet<PublicKey>,
 ) -> Result<(), Fail> {
-    let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
-    let mut order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
+    let mut order = super::requested_order(tx, req)?;
     if !matches!(order.status, Status::Pending | Status::WaitingTakerBond) {
         return Err(CantDoReason::NotAllowedByStatus.into());
     }

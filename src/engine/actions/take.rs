@@ -23,8 +23,7 @@ pub fn take(
     active: &mut HashSet<PublicKey>,
     kind: Kind,
 ) -> Result<(), Fail> {
-    let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
-    let mut order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
+    let mut order = super::requested_order(tx, req)?;
     let taker_side = match kind {
         Kind::Sell => Side::Buyer,
         Kind::Buy => Side::Seller,
@@ -153,8 +152,7 @@ pub fn begin_escrow(
 
 /// `add-invoice`: the buyer's payout invoice, while waiting for it or after a failed payout.
 pub fn add_invoice(tx: &mut Tx, ctx: &mut Ctx, req: &Request) -> Result<(), Fail> {
-    let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
-    let mut order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
+    let mut order = super::requested_order(tx, req)?;
     if order.side_of(&req.sender()) != Some(Side::Buyer) {
         return Err(CantDoReason::InvalidPeer.into());
     }

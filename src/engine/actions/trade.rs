@@ -17,8 +17,7 @@ use crate::store::StoreError;
 
 /// The buyer says the fiat is sent.
 pub fn fiat_sent(tx: &mut Tx, ctx: &mut Ctx, req: &Request) -> Result<(), Fail> {
-    let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
-    let mut order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
+    let mut order = super::requested_order(tx, req)?;
     if order.status != Status::Active {
         return Err(CantDoReason::InvalidOrderStatus.into());
     }
@@ -81,8 +80,7 @@ pub fn release(
     req: &Request,
     active: &mut HashSet<PublicKey>,
 ) -> Result<(), Fail> {
-    let id = req.kind().id.ok_or(CantDoReason::NotFound)?;
-    let mut order = tx.order(id)?.ok_or(CantDoReason::NotFound)?;
+    let mut order = super::requested_order(tx, req)?;
     if order.side_of(&req.sender()) != Some(Side::Seller) {
         return Err(CantDoReason::InvalidPeer.into());
     }
