@@ -24,11 +24,32 @@ use tokio::time::Instant;
 /// Default time a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A fresh data directory under the system temp dir.
+/// A fresh data directory, under one folder per test process in the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mostro-box-test-{tag}-{}", uuid::Uuid::new_v4()));
+    let dir = run_dir().join(format!("{tag}-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// This test process's folder. The folders of test processes that have ended are removed the
+/// first time it is asked for: a failed run's data stays for a look until the next run, and a
+/// machine that runs the suite all day does not fill its disk (each bitcoind leaves 18 MB).
+fn run_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::temp_dir().join("mostro-box-tests");
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let pid = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok());
+            let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        base.join(std::process::id().to_string())
+    })
 }
 
 /// A free loopback port.
