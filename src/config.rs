@@ -357,14 +357,9 @@ impl Settings {
         overrides: &[String],
     ) -> Result<Self, ConfigError> {
         let path = data_dir.join(CONFIG_FILE);
-        let mut doc: toml::Table = match std::fs::read_to_string(&path) {
-            Ok(text) => text
-                .parse()
-                .map_err(|e: toml::de::Error| ConfigError::Unreadable {
-                    path: path.clone(),
-                    reason: e.message().to_string(),
-                })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => {
                 return Err(ConfigError::Unreadable {
                     path,
@@ -372,6 +367,24 @@ impl Settings {
                 })
             }
         };
+        Self::parse(&text, &path, env, overrides)
+    }
+
+    /// The layering of [`Settings::load`] on a file's text, without touching the disk (`path`
+    /// only names the file in errors). Separate so the fuzzer can feed it.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let path = path.to_path_buf();
+        let mut doc: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Unreadable {
+                    path: path.clone(),
+                    reason: e.message().to_string(),
+                })?;
         let known = Self::known_keys();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {

@@ -5,7 +5,8 @@
 //! [`relay`] the embedded relay; [`protocol`] the Mostro wire; [`engine`] the order state
 //! machine and the escrow worker; [`lightning`] the LDK node; [`publish`] public relays and
 //! discovery; [`price`] market prices; [`api`] and [`cli`] the operator's side; [`metrics`]
-//! Prometheus; [`logging`] the logger and its memory of recent errors; [`node`] start-up.
+//! Prometheus; [`logging`] the logger and its memory of recent errors; [`node`] start-up;
+//! [`fuzzing`] what the fuzz targets run.
 
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod fetch;
+pub mod fuzzing;
 pub mod keys;
 pub mod lightning;
 pub mod logging;

@@ -92,9 +92,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             BenchKind::Trade {
                 trades,
                 concurrency,
-            } => mostro_box::bench::trade(trades, concurrency)
+                history,
+            } => mostro_box::bench::trade(trades, concurrency, history)
                 .await
                 .context("bench trade"),
+            BenchKind::Relay {
+                url,
+                writers,
+                events,
+                queries,
+            } => mostro_box::bench::relay(&url, writers, events, queries)
+                .await
+                .context("bench relay"),
         },
         Command::Backup { what } => match what {
             BackupCommand::Create { file } => {

@@ -6,11 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use mostro_core::prelude::Status;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::engine::dispute::DisputeRecord;
-use crate::engine::order::Order;
 use crate::lightning::{HoldState, LdkNode};
 use crate::store::*;
 
@@ -36,21 +34,25 @@ impl Metrics {
     fn trades(&self, out: &mut String) -> Result<(), StoreError> {
         let read = self.store.read()?;
         let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
-        let (mut done, mut volume, mut fees, mut failures) = (0u64, 0i64, 0i64, 0u64);
-        for entry in read.open_table(ORDERS)?.iter()? {
-            let o: Order = decode("orders", entry?.1.value())?;
-            *by_status.entry(o.status.to_string()).or_default() += 1;
-            if o.status == Status::Success {
-                done += 1;
-                volume += o.amount;
-                fees += 2 * o.fee;
-            }
-            // Attempts are reset when the buyer gives a new invoice; the count is of the
-            // current invoice's failures.
-            if let Some(p) = &o.trade.payout {
-                failures += p.attempts as u64;
+        let stats = read.open_table(ORDER_STATS)?;
+        for entry in stats.range(STAT_STATUS_PREFIX..)? {
+            let (key, n) = entry?;
+            let Some(status) = key.value().strip_prefix(STAT_STATUS_PREFIX) else {
+                break;
+            };
+            if n.value() > 0 {
+                by_status.insert(status.to_string(), n.value());
             }
         }
+        let total = |key| -> Result<u64, StoreError> {
+            Ok(stats.get(key)?.map(|v| v.value()).unwrap_or(0))
+        };
+        let (done, volume, fees, failures) = (
+            total(STAT_TRADES)?,
+            total(STAT_VOLUME)?,
+            total(STAT_FEES)?,
+            total(STAT_PAYOUT_FAILURES)?,
+        );
         metric(out, "mostro_orders", "gauge", "Orders by status.");
         for (status, n) in &by_status {
             let _ = writeln!(out, "mostro_orders{{status=\"{status}\"}} {n}");
@@ -65,13 +67,13 @@ impl Metrics {
             out,
             "mostro_volume_sats_total",
             "Sats traded in successful trades.",
-            volume as u64,
+            volume,
         );
         counter(
             out,
             "mostro_fees_earned_sats_total",
             "Fees of successful trades (both sides), before routing.",
-            fees as u64,
+            fees,
         );
         counter(
             out,

@@ -19,7 +19,7 @@ use crate::lightning::{
     lnurl, pay_and_wait, HoldRequest, HoldState, Lightning, LightningError, PayOutcome,
     PaymentHash, Preimage,
 };
-use crate::store::{decode, ORDERS};
+use crate::store::{decode, OPEN_ORDERS, ORDERS};
 use ldk_node::bitcoin::hex::FromHex;
 
 /// Dispatches a request to its handler.
@@ -70,15 +70,13 @@ pub(super) fn status(ctx: &ApiContext) -> Result<Value, ApiError> {
     let node = ctx.lightning.node();
     let st = node.status();
     let channels = node.list_channels();
-    let pending = all_orders(ctx)?.iter().filter(|o| !o.is_terminal()).count();
-    let holds = ctx
-        .store
-        .read()
-        .map_err(ApiError::internal)?
+    let read = ctx.store.read().map_err(ApiError::internal)?;
+    let open = read.open_table(OPEN_ORDERS).map_err(ApiError::internal)?;
+    let pending = open.len().map_err(ApiError::internal)?;
+    let open = read
         .open_table(crate::store::OPEN_HOLDS)
-        .map_err(ApiError::internal)?
-        .len()
         .map_err(ApiError::internal)?;
+    let holds = open.len().map_err(ApiError::internal)?;
     Ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": ctx.started.elapsed().as_secs(),
@@ -496,14 +494,29 @@ fn hold_err(e: LightningError) -> ApiError {
     }
 }
 
-/// Every stored order, finished or not.
 /// Takes the store snapshot for `mostro-box backup create` (which reads it as the same user).
 fn backup_snapshot(ctx: &ApiContext) -> Result<Value, ApiError> {
     let path = crate::backup::snapshot(&ctx.store, &ctx.data_dir).map_err(ApiError::internal)?;
     Ok(json!({ "snapshot": path }))
 }
 
-pub(super) fn all_orders(ctx: &ApiContext) -> Result<Vec<Order>, ApiError> {
+/// The orders not yet finished, from the open-order index.
+pub(super) fn open_orders(ctx: &ApiContext) -> Result<Vec<Order>, ApiError> {
+    let read = ctx.store.read().map_err(ApiError::internal)?;
+    let index = read.open_table(OPEN_ORDERS).map_err(ApiError::internal)?;
+    let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
+    let mut orders = Vec::new();
+    for entry in index.iter().map_err(ApiError::internal)? {
+        let id = entry.map_err(ApiError::internal)?.0.value();
+        if let Some(bytes) = table.get(id).map_err(ApiError::internal)? {
+            orders.push(decode("orders", bytes.value()).map_err(ApiError::internal)?);
+        }
+    }
+    Ok(orders)
+}
+
+/// Every stored order, finished or not.
+fn all_orders(ctx: &ApiContext) -> Result<Vec<Order>, ApiError> {
     let read = ctx.store.read().map_err(ApiError::internal)?;
     let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
     let mut orders = Vec::new();

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use super::handlers::{all_orders, channel_list, query_param, status};
+use super::handlers::{channel_list, open_orders, query_param, status};
 use super::{ApiContext, ApiError};
 use crate::engine::order::Deadline;
 
@@ -279,8 +279,7 @@ fn render(ctx: &ApiContext) -> Result<String, ApiError> {
     );
 
     // Orders the box is still working on.
-    let mut orders = all_orders(ctx)?;
-    orders.retain(|o| !o.is_terminal());
+    let mut orders = open_orders(ctx)?;
     orders.sort_by_key(|o| std::cmp::Reverse(o.created_at));
     let l = &ctx.settings;
     let rows: Vec<String> = orders

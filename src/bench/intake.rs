@@ -250,30 +250,7 @@ async fn crypto_floor(
         let inb = intake::open(&r.event, node, 0, now)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let order = crate::engine::order::Order {
-            id: uuid::Uuid::new_v4(),
-            kind: OrderKind::Sell,
-            status: Status::Pending,
-            amount: 10_000,
-            fee: 0,
-            price_from_api: false,
-            fiat_code: "USD".into(),
-            fiat_amount: 5,
-            min_amount: None,
-            max_amount: None,
-            payment_method: "cash".into(),
-            premium: 0,
-            creator_pubkey: inb.sender,
-            buyer: None,
-            seller: None,
-            buyer_invoice: None,
-            created_at: now,
-            expires_at: now + 86_400,
-            taken_at: 0,
-            range_parent_id: None,
-            last_event_at: 0,
-            trade: Default::default(),
-        };
+        let order = crate::fuzzing::pending_order(uuid::Uuid::new_v4(), inb.sender);
         let ack = Outgoing::direct(
             inb.sender,
             inb.transport,

@@ -1,12 +1,16 @@
-//! Benchmarks that print their figures: `bench intake` (new orders through the relay) and
-//! `bench trade` (whole trades with real Lightning payments on regtest).
+//! Benchmarks that print their figures: `bench intake` (new orders through the relay),
+//! `bench trade` (whole trades with real Lightning payments on regtest, optionally after a long
+//! history) and `bench relay` (any relay's ingest and query latency, for comparisons).
 
+mod history;
 mod intake;
+mod relay;
 mod trade;
 
 use std::time::Duration;
 
 pub use intake::intake;
+pub use relay::relay;
 pub use trade::trade;
 
 /// The `p`th percentile of sorted durations.
@@ -19,4 +23,14 @@ fn pct(v: &[Duration], p: usize) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Peak resident memory of this process (VmHWM), MB.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }

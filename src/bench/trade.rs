@@ -7,6 +7,11 @@
 //! timed from the request leaving the trader to its reply arriving; the steps that wait on a
 //! Lightning payment (the seller paying, the buyer being paid) are reported apart, since the
 //! target is the box's own handling time.
+//!
+//! Many trades at once need many channels: the box accepts at most 10 % of a channel's size in
+//! held payments and LDK at most 50 HTLCs per channel, so the seller gets one channel to the
+//! box per 40 concurrent trades (and the box as many to the buyer). `--history N` first writes
+//! N finished trades into the store, to see how start-up and every step fare with a long past.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +26,7 @@ use mostro_core::prelude::{
 };
 use nostr::{Filter, Keys, Kind, PublicKey};
 use nostr_sdk::{Client, RelayPoolNotification};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{ms, pct};
@@ -43,15 +49,24 @@ const STEPS: [&str; 7] = [
     "release -> purchase-completed (Lightning payout)",
 ];
 
-/// One side's connection: the trade keys it listens on and what arrived for them. Every trade
+/// One side's connection: the trade keys it listens on and what arrived for each. Every trade
 /// uses a fresh identity (trade index 1), so concurrent trades never race on trade indexes.
 struct Side {
     client: Client,
     node: PublicKey,
-    keys: Arc<Mutex<Vec<Keys>>>,
     unused: Mutex<Vec<Keys>>,
-    inbox: Arc<Mutex<Vec<(PublicKey, Message, Instant)>>>,
+    inbox: Arc<Mutex<HashMap<PublicKey, Mailbox>>>,
 }
+
+/// Messages that arrived for one trade key, and the bell its waiter sleeps on.
+#[derive(Default)]
+struct Mailbox {
+    messages: Vec<(Message, Instant)>,
+    bell: Arc<Notify>,
+}
+
+/// Longest wait for one reply: with hundreds of trades at once, replies queue.
+const REPLY_WAIT: Duration = Duration::from_secs(300);
 
 impl Side {
     /// Connects with `trades` trade keys, all in one subscription (a relay limits how many
@@ -66,15 +81,16 @@ impl Side {
             .kind(Kind::PrivateDirectMessage)
             .pubkeys(keys.iter().map(|k| k.public_key()));
         client.subscribe(f, None).await?;
+        let by_key: HashMap<PublicKey, Keys> =
+            keys.iter().map(|k| (k.public_key(), k.clone())).collect();
         let side = Arc::new(Self {
             client,
             node,
-            keys: Arc::new(Mutex::new(keys.clone())),
             unused: Mutex::new(keys),
             inbox: Arc::default(),
         });
         let mut notes = side.client.notifications();
-        let (keys, inbox) = (side.keys.clone(), side.inbox.clone());
+        let inbox = side.inbox.clone();
         tokio::spawn(async move {
             while let Ok(n) = notes.recv().await {
                 let RelayPoolNotification::Event { event, .. } = n else {
@@ -84,16 +100,14 @@ impl Side {
                 let Some(to) = event.tags.public_keys().next().copied() else {
                     continue;
                 };
-                let k = keys
-                    .lock()
-                    .expect("keys lock")
-                    .iter()
-                    .find(|k| k.public_key() == to)
-                    .cloned();
-                if let Some(k) = k {
-                    if let Ok(Some(u)) = unwrap_incoming(&event, &k).await {
-                        inbox.lock().expect("inbox lock").push((to, u.message, at));
-                    }
+                let Some(k) = by_key.get(&to) else {
+                    continue;
+                };
+                if let Ok(Some(u)) = unwrap_incoming(&event, k).await {
+                    let mut inbox = inbox.lock().expect("inbox lock");
+                    let mailbox = inbox.entry(to).or_default();
+                    mailbox.messages.push((u.message, at));
+                    mailbox.bell.notify_one();
                 }
             }
         });
@@ -132,46 +146,66 @@ impl Side {
         Ok(at)
     }
 
-    /// Waits (up to a minute) for `action` to `trade`; returns it with its arrival time.
+    /// Waits for `action` to `trade`; returns it with its arrival time.
     async fn wait(
         &self,
         (_, trade): &(Keys, Keys),
         action: Action,
     ) -> anyhow::Result<(Message, Instant)> {
         let pk = trade.public_key();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = tokio::time::Instant::now() + REPLY_WAIT;
         loop {
-            {
+            let bell = {
                 let mut inbox = self.inbox.lock().expect("inbox lock");
-                let pos = inbox.iter().position(|(to, m, _)| {
-                    *to == pk && m.get_inner_message_kind().action == action
-                });
+                let mailbox = inbox.entry(pk).or_default();
+                let pos = mailbox
+                    .messages
+                    .iter()
+                    .position(|(m, _)| m.get_inner_message_kind().action == action);
                 if let Some(pos) = pos {
-                    let (_, m, at) = inbox.remove(pos);
-                    return Ok((m, at));
+                    return Ok(mailbox.messages.remove(pos));
                 }
+                mailbox.bell.clone()
+            };
+            if tokio::time::timeout_at(deadline, bell.notified())
+                .await
+                .is_err()
+            {
+                bail!("no {action} within {} s", REPLY_WAIT.as_secs());
             }
-            if Instant::now() > deadline {
-                bail!("no {action} within a minute");
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 }
 
+/// Trades one channel carries at once: 10 % of it in held payments, under LDK's 50 HTLCs.
+const TRADES_PER_CHANNEL: usize = 40;
+/// Largest channel without large-channel support.
+const MAX_CHANNEL: u64 = 16_000_000;
+
 /// Runs the trade benchmark and prints its figures.
-pub async fn trade(trades: usize, concurrency: usize) -> anyhow::Result<()> {
+pub async fn trade(trades: usize, concurrency: usize, history: usize) -> anyhow::Result<()> {
     if trades == 0 || concurrency == 0 {
         bail!("--trades and --concurrency must be at least 1");
     }
-    if trades > 1_000 {
-        bail!("--trades {trades}: at most 1000 (one channel carries them all)");
-    }
-    if concurrency > 20 {
-        bail!("--concurrency {concurrency}: at most 20 (each channel carries at most 10 % of its size in held payments)");
+    if trades > 10_000 || concurrency > 1_000 {
+        bail!(
+            "--trades {trades} --concurrency {concurrency}: at most 10000 trades, 1000 at a time"
+        );
     }
     let dir = std::env::temp_dir().join(format!("mostro-box-bench-{}", Uuid::new_v4()));
     crate::node::init(&dir, None)?;
+    let store_path = dir.join(crate::node::STORE_FILE);
+    if history > 0 {
+        eprintln!("bench: writing {history} finished trades into the store...");
+        let t = Instant::now();
+        let bytes = super::history::fill(&store_path, history)?;
+        println!(
+            "  history:               {history} finished trades written in {:.1} s; store {:.1} MB = {:.0} bytes per order",
+            t.elapsed().as_secs_f64(),
+            bytes as f64 / 1e6,
+            bytes as f64 / history as f64
+        );
+    }
     let exe = regtest::find_or_provision_bitcoind(&crate::cli::bitcoind_cache())?;
     let chain = Bitcoind::start(&exe, &dir.join("bitcoind")).await?;
     chain.mine(1).await?;
@@ -190,24 +224,33 @@ pub async fn trade(trades: usize, concurrency: usize) -> anyhow::Result<()> {
     ]
     .concat();
     let settings = Settings::load(&dir, Vec::<(String, String)>::new(), &overrides)?;
+    let t = Instant::now();
     let running = crate::node::start(&dir, settings).await?;
+    let started_in = t.elapsed();
     let node = running.pubkey;
 
-    eprintln!("bench: funding wallets and opening channels on regtest...");
+    // Size the channels for both the held payments and the volume.
+    let volume = trades as u64 * AMOUNT as u64 * 12 / 10;
+    let channels = concurrency
+        .div_ceil(TRADES_PER_CHANNEL)
+        .max(volume.div_ceil(MAX_CHANNEL) as usize);
+    let per_channel = concurrency.div_ceil(channels) as u64;
+    let size = (per_channel * AMOUNT as u64 * 11)
+        .max(volume / channels as u64)
+        .clamp(1_000_000, MAX_CHANNEL);
+    eprintln!(
+        "bench: funding wallets and opening {channels} channel(s) each way of {size} sats on regtest..."
+    );
     let seller_wallet =
         regtest::start_wallet(&dir.join("seller"), &chain, "seller", regtest::free_port()?)?;
     let buyer_wallet =
         regtest::start_wallet(&dir.join("buyer"), &chain, "buyer", regtest::free_port()?)?;
     let the_box = running.lightning.node().clone();
     regtest::fund(&chain, &[&the_box, &seller_wallet, &buyer_wallet], 1).await?;
-    // The channels carry every trade's sats, and held payments may use 10 % of a channel at
-    // once: size them for both.
-    let volume = trades as u64 * AMOUNT as u64 * 12 / 10;
-    let channel = volume
-        .max(concurrency as u64 * AMOUNT as u64 * 20)
-        .max(1_000_000);
-    regtest::open_channel(&chain, &seller_wallet, &the_box, channel, 0).await?;
-    regtest::open_channel(&chain, &the_box, &buyer_wallet, channel, 0).await?;
+    for _ in 0..channels {
+        regtest::open_channel(&chain, &seller_wallet, &the_box, size, 0).await?;
+        regtest::open_channel(&chain, &the_box, &buyer_wallet, size, 0).await?;
+    }
 
     let seller = Side::connect(&url, node, trades).await?;
     let buyer = Side::connect(&url, node, trades).await?;
@@ -239,13 +282,19 @@ pub async fn trade(trades: usize, concurrency: usize) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     let done = running.engine.order_count()?;
+    let rss = super::peak_rss_mb();
     running.stop();
     for w in [seller_wallet, buyer_wallet] {
         let _ = w.stop();
     }
     chain.stop().await;
+    let store_bytes = std::fs::metadata(&store_path).map(|m| m.len()).unwrap_or(0);
 
-    println!("mostro-box bench trade: {trades} trades of {AMOUNT} sats, {concurrency} at a time (regtest, real Lightning)");
+    println!("mostro-box bench trade: {trades} trades of {AMOUNT} sats, {concurrency} at a time, {history} finished trades before (regtest, real Lightning, {channels} channel(s) each way)");
+    println!(
+        "  start-up:              node::start returned in {:.2} s",
+        started_in.as_secs_f64()
+    );
     println!(
         "  trades completed:      {trades} in {:.1} s = {:.0} trades/min ({done} orders in the store)",
         elapsed.as_secs_f64(),
@@ -262,6 +311,10 @@ pub async fn trade(trades: usize, concurrency: usize) -> anyhow::Result<()> {
             ms(v.last().copied().unwrap_or_default())
         );
     }
+    println!(
+        "  store afterwards:      {:.1} MB; peak RSS of this process (box, both wallets, traders): {rss:.0} MB",
+        store_bytes as f64 / 1e6
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -380,6 +380,23 @@ pub enum BenchKind {
         /// Trades in progress at once.
         #[arg(long, default_value_t = 10)]
         concurrency: usize,
+        /// Finished trades written into the store first (how the box fares with a long past).
+        #[arg(long, default_value_t = 0)]
+        history: usize,
+    },
+    /// Event ingest and query latency of a relay (the box's or another), on Mostro's traffic.
+    Relay {
+        /// The relay, e.g. ws://127.0.0.1:7777.
+        url: String,
+        /// Concurrent writers, each on its own connection.
+        #[arg(long, default_value_t = 20)]
+        writers: usize,
+        /// Events per writer.
+        #[arg(long, default_value_t = 250)]
+        events: usize,
+        /// Queries afterwards, one after another.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
     },
 }
 

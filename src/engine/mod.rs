@@ -283,12 +283,20 @@ impl Engine {
         self.deliver(out).await
     }
 
+    /// Fills the active-key cache from the orders still open (indexing a store made before the
+    /// open-order index existed, once).
     async fn rebuild_active(&self) -> Result<(), StoreError> {
-        let open = self
+        let (indexed, open) = self
             .store
             .writer()
-            .write(|txn| tx::Tx::open(txn)?.open_orders())
+            .write(|txn| {
+                let mut tx = tx::Tx::open(txn)?;
+                Ok((tx.index_orders()?, tx.open_orders()?))
+            })
             .await?;
+        if indexed {
+            tracing::info!("store: indexed the open orders and order totals (once)");
+        }
         let mut active = self.active.lock().expect("active keys lock");
         for o in &open {
             actions::track_active(&mut active, o);

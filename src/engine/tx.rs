@@ -1,5 +1,8 @@
 //! Typed access to the engine's tables inside one write transaction.
 
+use std::collections::BTreeMap;
+
+use mostro_core::prelude::Status;
 use nostr::PublicKey;
 use redb::{MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 use uuid::Uuid;
@@ -10,6 +13,33 @@ use super::user::User;
 use crate::lightning::PaymentHash;
 use crate::protocol::outbound::Outgoing;
 use crate::store::*;
+
+/// The [`ORDER_STATS`] key counting orders in `status`.
+fn stat_key(status: Status) -> String {
+    format!("{STAT_STATUS_PREFIX}{status}")
+}
+
+/// What an order going from `before` to `after` adds to each [`ORDER_STATS`] total.
+fn stat_deltas(deltas: &mut BTreeMap<String, i64>, before: Option<&Order>, after: &Order) {
+    let mut add = |key: &str, n: i64| *deltas.entry(key.to_string()).or_default() += n;
+    if before.map(|o| o.status) != Some(after.status) {
+        if let Some(o) = before {
+            add(&stat_key(o.status), -1);
+        }
+        add(&stat_key(after.status), 1);
+        if after.status == Status::Success {
+            add(STAT_TRADES, 1);
+            add(STAT_VOLUME, after.amount);
+            add(STAT_FEES, 2 * after.fee);
+        }
+    }
+    // A payout's attempts count its failures; a new invoice starts them again at zero.
+    let attempts = |o: &Order| o.trade.payout.as_ref().map_or(0, |p| p.attempts as i64);
+    let failed = attempts(after) - before.map_or(0, attempts);
+    if failed > 0 {
+        add(STAT_PAYOUT_FAILURES, failed);
+    }
+}
 
 /// Kinds of persisted deadlines in [`TIMERS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +69,8 @@ impl Timer {
 pub struct Tx<'t> {
     meta: Table<'t, &'static str, u64>,
     orders: Table<'t, u128, &'static [u8]>,
+    open_orders: Table<'t, u128, ()>,
+    order_stats: Table<'t, &'static str, u64>,
     users: Table<'t, &'static [u8; 32], &'static [u8]>,
     identity_orders: MultimapTable<'t, &'static [u8; 32], u128>,
     timers: Table<'t, (u64, u128), u8>,
@@ -63,6 +95,8 @@ impl<'t> Tx<'t> {
         Ok(Self {
             meta: txn.open_table(META)?,
             orders: txn.open_table(ORDERS)?,
+            open_orders: txn.open_table(OPEN_ORDERS)?,
+            order_stats: txn.open_table(ORDER_STATS)?,
             users: txn.open_table(USERS)?,
             identity_orders: txn.open_multimap_table(IDENTITY_ORDERS)?,
             timers: txn.open_table(TIMERS)?,
@@ -91,7 +125,11 @@ impl<'t> Tx<'t> {
     /// keeps the Lightning watch list in step with it.
     pub fn put_order(&mut self, order: &Order) -> Result<(), StoreError> {
         let id = order.id.as_u128();
-        self.orders.insert(id, encode(order).as_slice())?;
+        let before: Option<Order> = match self.orders.insert(id, encode(order).as_slice())? {
+            Some(old) => Some(decode("orders", old.value())?),
+            None => None,
+        };
+        self.count(before.as_ref(), order)?;
         for p in [&order.buyer, &order.seller].into_iter().flatten() {
             self.identity_orders.insert(&p.identity.to_bytes(), id)?;
         }
@@ -110,6 +148,55 @@ impl<'t> Tx<'t> {
             self.ln_watch.remove(id)?;
         }
         Ok(())
+    }
+
+    /// Keeps [`OPEN_ORDERS`] and [`ORDER_STATS`] in step with an order going from `before` to
+    /// `after`.
+    fn count(&mut self, before: Option<&Order>, after: &Order) -> Result<(), StoreError> {
+        let mut deltas = BTreeMap::new();
+        stat_deltas(&mut deltas, before, after);
+        self.add_stats(deltas)?;
+        let id = after.id.as_u128();
+        if after.is_terminal() {
+            self.open_orders.remove(id)?;
+        } else {
+            self.open_orders.insert(id, ())?;
+        }
+        Ok(())
+    }
+
+    fn add_stats(&mut self, deltas: BTreeMap<String, i64>) -> Result<(), StoreError> {
+        for (key, delta) in deltas {
+            let have = self.order_stats.get(key.as_str())?.map(|v| v.value());
+            let have = have.unwrap_or(0);
+            self.order_stats
+                .insert(key.as_str(), have.saturating_add_signed(delta))?;
+        }
+        Ok(())
+    }
+
+    /// Builds [`OPEN_ORDERS`] and [`ORDER_STATS`] from every stored order, once, for a store
+    /// made before they existed. True if there were orders to index.
+    pub fn index_orders(&mut self) -> Result<bool, StoreError> {
+        if self.meta.get(META_ORDER_INDEX)?.is_some() {
+            return Ok(false);
+        }
+        self.open_orders.retain(|_, _| false)?;
+        self.order_stats.retain(|_, _| false)?;
+        let mut deltas = BTreeMap::new();
+        let mut any = false;
+        for entry in self.orders.iter()? {
+            let (id, bytes) = entry?;
+            let o: Order = decode("orders", bytes.value())?;
+            stat_deltas(&mut deltas, None, &o);
+            if !o.is_terminal() {
+                self.open_orders.insert(id.value(), ())?;
+            }
+            any = true;
+        }
+        self.add_stats(deltas)?;
+        self.meta.insert(META_ORDER_INDEX, 1)?;
+        Ok(any)
     }
 
     /// The order a payment hash belongs to.
@@ -309,13 +396,76 @@ impl<'t> Tx<'t> {
     /// Every order that is not finished (for rebuilding the active-key cache).
     pub fn open_orders(&self) -> Result<Vec<Order>, StoreError> {
         let mut v = Vec::new();
-        for entry in self.orders.iter()? {
-            let (_, bytes) = entry?;
-            let o: Order = decode("orders", bytes.value())?;
-            if !o.is_terminal() {
-                v.push(o);
-            }
+        for entry in self.open_orders.iter()? {
+            let id = Uuid::from_u128(entry?.0.value());
+            v.extend(self.order(id)?);
         }
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTableMetadata;
+
+    fn order(status: Status) -> Order {
+        let keys = nostr::Keys::generate();
+        let mut o = crate::fuzzing::pending_order(Uuid::new_v4(), keys.public_key());
+        o.status = status;
+        o
+    }
+
+    fn stat(txn: &WriteTransaction, key: &str) -> u64 {
+        let t = txn.open_table(ORDER_STATS).unwrap();
+        let v = t.get(key).unwrap().map(|v| v.value()).unwrap_or(0);
+        v
+    }
+
+    #[test]
+    fn order_writes_keep_the_open_index_and_totals() {
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        crate::store::create_tables(&txn).unwrap();
+        let mut a = order(Status::Pending);
+        let b = order(Status::Pending);
+        {
+            let mut tx = Tx::open(&txn).unwrap();
+            tx.put_order(&a).unwrap();
+            tx.put_order(&b).unwrap();
+            a.status = Status::Active;
+            tx.put_order(&a).unwrap();
+            a.status = Status::Success;
+            tx.put_order(&a).unwrap();
+            assert_eq!(tx.open_orders().unwrap().len(), 1);
+            assert_eq!(tx.open_orders().unwrap()[0].id, b.id);
+        }
+        assert_eq!(stat(&txn, "status:pending"), 1);
+        assert_eq!(stat(&txn, "status:active"), 0);
+        assert_eq!(stat(&txn, "status:success"), 1);
+        assert_eq!(stat(&txn, STAT_TRADES), 1);
+        assert_eq!(stat(&txn, STAT_VOLUME), a.amount as u64);
+        assert_eq!(stat(&txn, STAT_FEES), 2 * a.fee as u64);
+
+        // A store from before the index: the same figures come out of one pass over the orders.
+        txn.open_table(OPEN_ORDERS)
+            .unwrap()
+            .retain(|_, _| false)
+            .unwrap();
+        txn.open_table(ORDER_STATS)
+            .unwrap()
+            .retain(|_, _| false)
+            .unwrap();
+        {
+            let mut tx = Tx::open(&txn).unwrap();
+            assert!(tx.index_orders().unwrap());
+            assert!(!tx.index_orders().unwrap(), "indexes only once");
+        }
+        assert_eq!(txn.open_table(OPEN_ORDERS).unwrap().len().unwrap(), 1);
+        assert_eq!(stat(&txn, "status:pending"), 1);
+        assert_eq!(stat(&txn, "status:success"), 1);
+        assert_eq!(stat(&txn, STAT_VOLUME), a.amount as u64);
     }
 }

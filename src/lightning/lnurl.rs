@@ -89,8 +89,15 @@ pub async fn resolve(
         refuse_private(domain).await?;
     }
     let body = fetch::get(&url, TIMEOUT).await?;
+    let callback = callback_url(&body, amount_msat)?;
+    let body = fetch::get(&callback, TIMEOUT).await?;
+    invoice_from(&body)
+}
+
+/// The callback to ask for an invoice of `amount_msat`, from the service's pay request (LUD-06).
+pub fn callback_url(pay_request: &[u8], amount_msat: u64) -> Result<String, LnurlError> {
     let req: PayRequest =
-        serde_json::from_slice(&body).map_err(|e| LnurlError::BadAnswer(e.to_string()))?;
+        serde_json::from_slice(pay_request).map_err(|e| LnurlError::BadAnswer(e.to_string()))?;
     if req.status.as_deref() == Some("ERROR") {
         return Err(LnurlError::Refused(req.reason.unwrap_or_default()));
     }
@@ -109,9 +116,13 @@ pub async fn resolve(
         .callback
         .ok_or_else(|| LnurlError::BadAnswer("no callback".into()))?;
     let sep = if callback.contains('?') { '&' } else { '?' };
-    let body = fetch::get(&format!("{callback}{sep}amount={amount_msat}"), TIMEOUT).await?;
+    Ok(format!("{callback}{sep}amount={amount_msat}"))
+}
+
+/// The invoice in the service's answer to the callback.
+pub fn invoice_from(answer: &[u8]) -> Result<String, LnurlError> {
     let answer: Callback =
-        serde_json::from_slice(&body).map_err(|e| LnurlError::BadAnswer(e.to_string()))?;
+        serde_json::from_slice(answer).map_err(|e| LnurlError::BadAnswer(e.to_string()))?;
     if answer.status.as_deref() == Some("ERROR") {
         return Err(LnurlError::Refused(answer.reason.unwrap_or_default()));
     }

@@ -78,7 +78,7 @@ pub async fn open(
     min_pow: u8,
     received_at: i64,
 ) -> Result<Inbound, Dropped> {
-    let pow = nostr::nips::nip13::get_leading_zero_bits(event.id.as_bytes());
+    let pow = super::pow_bits(&event.id);
     if pow < min_pow {
         return Err(Dropped::Pow {
             got: pow,

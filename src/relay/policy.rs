@@ -57,7 +57,7 @@ impl MostroPolicy {
                 return Err("direct messages and gift wraps need a p tag".into());
             }
             let to_node = event.tags.public_keys().any(|p| p == &self.node);
-            if to_node && !event.id.check_pow(self.pow) {
+            if to_node && crate::protocol::pow_bits(&event.id) < self.pow {
                 return Err(format!(
                     "requests to this Mostro node need proof of work of {} bits",
                     self.pow

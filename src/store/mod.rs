@@ -67,6 +67,11 @@ from_redb!(
 /// or record encoding changes.
 pub const SCHEMA_VERSION: u64 = 1;
 
+/// Creates every table in `txn` (the fuzzer's in-memory store).
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    tables::create_all(txn)
+}
+
 /// The open database plus its writer. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {

@@ -29,6 +29,25 @@ pub const INBOX: TableDefinition<u64, (&[u8; 32], u64)> = TableDefinition::new("
 pub const PROCESSED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("processed");
 /// Orders by UUID.
 pub const ORDERS: TableDefinition<u128, &[u8]> = TableDefinition::new("orders");
+/// Orders not finished. Start-up, `status` and the status page read this instead of every order
+/// ever made, so they do not slow down as finished trades pile up.
+pub const OPEN_ORDERS: TableDefinition<u128, ()> = TableDefinition::new("open_orders");
+/// Running totals over all orders, for `/metrics`: `status:<status>` counts, `trades_completed`,
+/// `volume_sats`, `fees_sats` and `payout_failures`. Every order write keeps them in step.
+pub const ORDER_STATS: TableDefinition<&str, u64> = TableDefinition::new("order_stats");
+/// [`ORDER_STATS`] keys: `status:<status>` (orders now in that status) and the totals.
+pub const STAT_STATUS_PREFIX: &str = "status:";
+/// [`ORDER_STATS`]: trades that ended in success.
+pub const STAT_TRADES: &str = "trades_completed";
+/// [`ORDER_STATS`]: sats traded in successful trades.
+pub const STAT_VOLUME: &str = "volume_sats";
+/// [`ORDER_STATS`]: fees of successful trades, both sides.
+pub const STAT_FEES: &str = "fees_sats";
+/// [`ORDER_STATS`]: failed attempts to pay a buyer.
+pub const STAT_PAYOUT_FAILURES: &str = "payout_failures";
+/// Key in [`META`] set once [`OPEN_ORDERS`] and [`ORDER_STATS`] cover every order (a store made
+/// before they existed is indexed once at start-up).
+pub const META_ORDER_INDEX: &str = "order_index";
 /// Orders each identity key takes part in (maker or taker), for `orders` and `restore-session`.
 pub const IDENTITY_ORDERS: MultimapTableDefinition<&[u8; 32], u128> =
     MultimapTableDefinition::new("identity_orders");
@@ -66,6 +85,8 @@ pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError>
     txn.open_table(INBOX)?;
     txn.open_table(PROCESSED)?;
     txn.open_table(ORDERS)?;
+    txn.open_table(OPEN_ORDERS)?;
+    txn.open_table(ORDER_STATS)?;
     txn.open_multimap_table(IDENTITY_ORDERS)?;
     txn.open_table(TIMERS)?;
     txn.open_table(USERS)?;
@@ -99,6 +120,7 @@ pub(super) fn copy_all(
     }
     copy!(META, EVENTS, INBOX, PROCESSED, ORDERS, TIMERS, USERS, DISPUTES, OUTBOX, HOLDS);
     copy!(OPEN_HOLDS, HASHES, LN_WATCH, CANCEL_HOLDS, ESCROW_DEADLINES);
+    copy!(OPEN_ORDERS, ORDER_STATS);
     let src = from.open_multimap_table(IDENTITY_ORDERS)?;
     let mut dst = to.open_multimap_table(IDENTITY_ORDERS)?;
     for entry in src.iter()? {
