@@ -85,6 +85,9 @@ pub struct MostroSettings {
     pub fiat_currencies_accepted: Vec<String>,
     /// Largest number of ids in one `orders` request.
     pub max_orders_per_response: usize,
+    /// Free disk space (MB) under which new orders are refused, so trades under way can still
+    /// finish and nothing is ever written to a full disk.
+    pub min_free_disk_mb: u64,
     /// Seconds between kind-10002 relay list publications.
     pub publish_relays_interval: u64,
     /// Seconds between kind-38385 info publications.
@@ -226,6 +229,7 @@ impl Default for MostroSettings {
             pow_first_contact: None,
             fiat_currencies_accepted: ["USD", "EUR", "ARS", "CUP"].map(String::from).to_vec(),
             max_orders_per_response: 10,
+            min_free_disk_mb: 100,
             publish_relays_interval: 60,
             publish_mostro_info_interval: 300,
             user_rates_sent_interval_seconds: 3600,
@@ -672,6 +676,8 @@ pow = {pow}
 fiat_currencies_accepted = {fiat:?}
 # Most order ids a trader may ask about in one `orders` request.
 max_orders_per_response = {max_orders_per_response}
+# Below this much free disk (MB) new orders are refused; trades under way still finish.
+min_free_disk_mb = {min_free_disk_mb}
 # Seconds between publications of the relay list (kind 10002) and node info (kind 38385).
 publish_relays_interval = {publish_relays_interval}
 publish_mostro_info_interval = {publish_mostro_info_interval}
@@ -768,6 +774,7 @@ require_token = true
             pow = d.mostro.pow,
             fiat = d.mostro.fiat_currencies_accepted,
             max_orders_per_response = d.mostro.max_orders_per_response,
+            min_free_disk_mb = d.mostro.min_free_disk_mb,
             publish_relays_interval = d.mostro.publish_relays_interval,
             publish_mostro_info_interval = d.mostro.publish_mostro_info_interval,
             rates = d.mostro.user_rates_sent_interval_seconds,

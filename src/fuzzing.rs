@@ -213,6 +213,7 @@ pub fn order(data: &[u8]) {
             facts: &f.facts,
             now: crate::protocol::now(),
             prices: &f.prices,
+            disk_low: false,
         };
         let mut active: HashSet<PublicKey> = HashSet::new();
         for (n, line) in text.lines().take(16).enumerate() {

@@ -20,6 +20,7 @@ use crate::price::PriceBook;
 use crate::protocol::events::{LightningFacts, NodeFacts};
 use crate::publish::{self, Publisher};
 use crate::relay::{http, Relay};
+use crate::store::disk::DiskGuard;
 use crate::store::{Store, StoreError, INBOX};
 
 /// File name of the redb store inside the data directory.
@@ -203,9 +204,17 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
     .await?;
     let inbox = Arc::new(Notify::new());
     let publisher = Publisher::start(settings.nostr.publish_relays.clone(), keys.clone());
-    let relay = Relay::new(&settings, &keys, &store, inbox.clone(), publisher)
-        .await
-        .map_err(store_err)?;
+    let disk = DiskGuard::new(data_dir, settings.mostro.min_free_disk_mb);
+    let relay = Relay::new(
+        &settings,
+        &keys,
+        &store,
+        inbox.clone(),
+        publisher,
+        disk.clone(),
+    )
+    .await
+    .map_err(store_err)?;
     let listen = settings.relay.listen;
     let listener = TcpListener::bind(listen)
         .await
@@ -235,10 +244,12 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         prices: prices.clone(),
         inbox,
         ln: lightning.clone(),
+        disk: disk.clone(),
     });
     let engine_task = tokio::spawn(engine.clone().run());
 
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(disk.watch()));
     tasks.push(tokio::spawn(prices.clone().keep_fresh(
         settings.price.api_url.clone(),
         settings.price.update_interval_seconds,

@@ -79,7 +79,11 @@ pub fn find_or_provision_bitcoind(cache: &Path) -> Result<PathBuf, RegtestError>
 
 /// A bitcoind child process on regtest with its own data directory and free ports.
 pub struct Bitcoind {
-    child: Child,
+    /// The running process; `None` between [`Bitcoind::halt`] and [`Bitcoind::resume`].
+    child: std::sync::Mutex<Option<Child>>,
+    exe: PathBuf,
+    dir: PathBuf,
+    p2p_port: u16,
     /// RPC port on 127.0.0.1.
     pub rpc_port: u16,
     /// RPC user.
@@ -97,13 +101,33 @@ impl Bitcoind {
         let p2p_port = free_port()?;
         let rpc_user = "mostro".to_string();
         let rpc_password = uuid::Uuid::new_v4().simple().to_string();
-        let mut cmd = Command::new(exe);
+        // Coinbase rewards go to a throw-away key; wallets are funded explicitly.
+        let burn = SecretKey::from_slice(&[0x42; 32]).expect("valid key");
+        let pk = CompressedPublicKey(PublicKey::from_secret_key(&Secp256k1::new(), &burn));
+        let this = Bitcoind {
+            child: std::sync::Mutex::new(None),
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            p2p_port,
+            rpc_port,
+            rpc_user,
+            rpc_password,
+            mine_to: Address::p2wpkh(&pk, Network::Regtest),
+        };
+        this.resume().await?;
+        Ok(this)
+    }
+
+    /// Starts the process again on the same data and ports (after [`Bitcoind::halt`]), and
+    /// waits until its RPC answers.
+    pub async fn resume(&self) -> Result<(), RegtestError> {
+        let mut cmd = Command::new(&self.exe);
         cmd.arg("-regtest")
-            .arg(format!("-datadir={}", dir.display()))
-            .arg(format!("-rpcport={rpc_port}"))
-            .arg(format!("-port={p2p_port}"))
-            .arg(format!("-rpcuser={rpc_user}"))
-            .arg(format!("-rpcpassword={rpc_password}"))
+            .arg(format!("-datadir={}", self.dir.display()))
+            .arg(format!("-rpcport={}", self.rpc_port))
+            .arg(format!("-port={}", self.p2p_port))
+            .arg(format!("-rpcuser={}", self.rpc_user))
+            .arg(format!("-rpcpassword={}", self.rpc_password))
             .args([
                 "-server=1",
                 "-listen=0",
@@ -117,34 +141,54 @@ impl Bitcoind {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         die_with_parent(&mut cmd);
-        let child = cmd
-            .spawn()
-            .map_err(|e| RegtestError::Bitcoind(format!("cannot run {}: {e}", exe.display())))?;
-        // Coinbase rewards go to a throw-away key; wallets are funded explicitly.
-        let burn = SecretKey::from_slice(&[0x42; 32]).expect("valid key");
-        let pk = CompressedPublicKey(PublicKey::from_secret_key(&Secp256k1::new(), &burn));
-        let mut this = Bitcoind {
-            child,
-            rpc_port,
-            rpc_user,
-            rpc_password,
-            mine_to: Address::p2wpkh(&pk, Network::Regtest),
-        };
+        let child = cmd.spawn().map_err(|e| {
+            RegtestError::Bitcoind(format!("cannot run {}: {e}", self.exe.display()))
+        })?;
+        *self.child.lock().expect("child lock") = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if this.rpc("getblockchaininfo", json!([])).await.is_ok() {
-                return Ok(this);
+            if self.rpc("getblockchaininfo", json!([])).await.is_ok() {
+                return Ok(());
             }
-            if let Ok(Some(status)) = this.child.try_wait() {
+            let exited = match self.child.lock().expect("child lock").as_mut() {
+                Some(child) => child.try_wait().ok().flatten(),
+                None => None,
+            };
+            if let Some(status) = exited {
                 return Err(RegtestError::Bitcoind(format!(
                     "exited at start ({status}); see {}/regtest/debug.log",
-                    dir.display()
+                    self.dir.display()
                 )));
             }
             if Instant::now() > deadline {
                 return Err(RegtestError::Timeout("bitcoind RPC".into()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops bitcoind cleanly (so its chain survives), killing it if it has not exited within
+    /// 30 s. [`Bitcoind::resume`] starts it again.
+    pub async fn halt(&self) {
+        let _ = self.rpc("stop", json!([])).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let running = {
+                let mut child = self.child.lock().expect("child lock");
+                let running = matches!(child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
+                if !running {
+                    *child = None;
+                }
+                running
+            };
+            if !running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(mut child) = self.child.lock().expect("child lock").take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -191,17 +235,9 @@ impl Bitcoind {
         Ok(v.as_u64().unwrap_or(0) as u32)
     }
 
-    /// Stops bitcoind cleanly (so its chain survives for the next run), killing it if it has not
-    /// exited within 30 s.
-    pub async fn stop(mut self) {
-        let _ = self.rpc("stop", json!([])).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    /// Stops bitcoind cleanly, for good (its chain survives for the next run).
+    pub async fn stop(self) {
+        self.halt().await;
     }
 
     /// Settings that point an ldk-node at this bitcoind.
@@ -217,8 +253,10 @@ impl Bitcoind {
 
 impl Drop for Bitcoind {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(Some(child)) = self.child.get_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -5,135 +5,15 @@
 
 mod common;
 
-use std::sync::Arc;
-
+use common::process::process_market;
 use common::trade::{invoice, pay_request, AMOUNT, FEE};
 use common::*;
 use ldk_node::payment::{PaymentDirection, PaymentKind, PaymentStatus};
-use ldk_node::Node;
 use mostro_core::prelude::*;
-
-/// The box as a process, with a channel from alice (the seller) to it and one from it to bob
-/// (the buyer), 100,000 sats pushed across each so balance changes are exact.
-struct ProcessMarket {
-    chain: Arc<mostro_box::regtest::Bitcoind>,
-    dir: std::path::PathBuf,
-    port: u16,
-    extra: Vec<String>,
-    alice: Arc<Node>,
-    bob: Arc<Node>,
-}
-
-impl ProcessMarket {
-    /// Starts the box; one set to crash is not waited for (it may die before its relay is up).
-    async fn start(&self, crash_at: Option<&str>) -> BoxProcess {
-        BoxProcess::spawn_crashing(&self.dir, self.port, &self.chain, &self.extra, crash_at).await
-    }
-
-    /// Starts a box set to crash later, once a trader's request reaches it, and waits for it.
-    async fn start_and_wait(&self, crash_at: Option<&str>) -> BoxProcess {
-        let b = self.start(crash_at).await;
-        let deadline = tokio::time::Instant::now() + WAIT * 6;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(tokio::time::Instant::now() < deadline, "box did not start");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        b
-    }
-}
-
-async fn process_market() -> (ProcessMarket, BoxProcess) {
-    let chain = start_chain().await;
-    let dir = temp_dir("crash");
-    mostro_box::node::init(&dir, None).unwrap();
-    let ln_port = free_port();
-    let extra = vec![
-        format!("lightning.listen=127.0.0.1:{ln_port}"),
-        "mostro.fee=0.01".to_string(),
-    ];
-    let m = ProcessMarket {
-        chain: chain.clone(),
-        dir: dir.clone(),
-        port: free_port(),
-        extra,
-        alice: wallet(&chain, "alice"),
-        bob: wallet(&chain, "bob"),
-    };
-    let b = m.start(None).await;
-    let status = cli_ok(&dir, &["--json", "status"]).await.json();
-    let box_id = status["lightning"]["node_id"].as_str().unwrap().to_string();
-    let addr = cli_ok(&dir, &["wallet", "address"]).await.stdout;
-    chain.mine_to(1, &addr).await.unwrap();
-    mostro_box::regtest::fund(&chain, &[&m.alice, &m.bob], 101)
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT * 6;
-    while cli_ok(&dir, &["--json", "wallet", "balance"]).await.json()["onchain_spendable_sats"]
-        .as_u64()
-        == Some(0)
-    {
-        assert!(tokio::time::Instant::now() < deadline, "box never funded");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    m.alice
-        .open_channel(
-            box_id.parse().unwrap(),
-            format!("127.0.0.1:{ln_port}").parse().unwrap(),
-            2_000_000,
-            Some(100_000_000),
-            None,
-        )
-        .unwrap();
-    let bob_uri = format!(
-        "{}@{}",
-        m.bob.node_id(),
-        m.bob.listening_addresses().unwrap()[0]
-    );
-    cli_ok(
-        &dir,
-        &[
-            "channel",
-            "open",
-            &bob_uri,
-            "2000000",
-            "--push-sats",
-            "100000",
-            "--no-wait",
-        ],
-    )
-    .await;
-    let deadline = tokio::time::Instant::now() + WAIT * 3;
-    while chain
-        .rpc("getrawmempool", serde_json::json!([]))
-        .await
-        .unwrap()
-        .as_array()
-        .map_or(0, |a| a.len())
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "funding not broadcast"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    chain.mine(6).await.unwrap();
-    for w in [&m.alice, &m.bob] {
-        mostro_box::regtest::sync_until(w, "its channel with the box usable", |n| {
-            n.list_channels().iter().any(|c| c.is_usable)
-        })
-        .await
-        .unwrap();
-    }
-    (m, b)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trade_survives_a_crash_at_every_step() {
-    let (m, mut b) = process_market().await;
+    let (m, mut b) = process_market(1, &[]).await;
     let node = mostro_box::keys::load(&m.dir).unwrap().public_key();
     let seller = Trader::new(&b.url(), node, Wire::V2, false).await;
     let buyer = Trader::new(&b.url(), node, Wire::V2, false).await;

@@ -95,6 +95,7 @@ pub(super) fn status(ctx: &ApiContext) -> Result<Value, ApiError> {
             "open_holds": holds,
         },
         "balances": balances(ctx),
+        "disk_free_mb": crate::store::disk::free_bytes(&ctx.data_dir).map(|b| b / (1024 * 1024)),
         "active_orders": pending,
         "status_page": {
             "listen": ctx.status_page.to_string(),

@@ -31,6 +31,7 @@ use crate::protocol::events::NodeFacts;
 use crate::protocol::intake::{self, Dropped, Inbound};
 use crate::protocol::outbound::Outgoing;
 use crate::relay::Relay;
+use crate::store::disk::DiskGuard;
 use crate::store::*;
 
 /// Most inbox entries taken into one batch.
@@ -50,6 +51,8 @@ pub struct Ctx<'a> {
     pub now: i64,
     /// Market prices.
     pub prices: &'a PriceBook,
+    /// True while the disk is under its floor: no new orders or takes.
+    pub disk_low: bool,
 }
 
 /// Everything the engine task needs.
@@ -65,6 +68,7 @@ pub struct Engine {
     inbox: Arc<Notify>,
     ln: Arc<dyn Lightning>,
     work: Arc<escrow::WorkQueue>,
+    disk: DiskGuard,
 }
 
 /// What the engine is built from.
@@ -85,6 +89,8 @@ pub struct Parts {
     pub inbox: Arc<Notify>,
     /// The Lightning node that holds escrows and pays buyers.
     pub ln: Arc<dyn Lightning>,
+    /// Free disk space under the data directory.
+    pub disk: DiskGuard,
 }
 
 /// What a commit leaves to do: messages to sign and send, orders for the escrow worker.
@@ -111,6 +117,7 @@ impl Engine {
             inbox: p.inbox,
             ln: p.ln,
             work: Arc::default(),
+            disk: p.disk,
         }
     }
 
@@ -237,6 +244,8 @@ impl Engine {
             facts: &self.facts,
             now,
             prices: &self.prices,
+            // Read now, not at the last tick: a batch never starts new work on a full disk.
+            disk_low: self.disk.check(),
         }
     }
 

@@ -16,6 +16,7 @@ pub use event_store::EventStore;
 
 use crate::config::Settings;
 use crate::publish::Publisher;
+use crate::store::disk::DiskGuard;
 use crate::store::{Store, StoreError};
 
 /// Handle to the running relay. Cheap to clone.
@@ -34,17 +35,21 @@ impl Relay {
         store: &Store,
         inbox: Arc<Notify>,
         publisher: Publisher,
+        disk: DiskGuard,
     ) -> Result<Self, StoreError> {
         let events = EventStore::load(store, keys.public_key(), inbox).await?;
         let r = &settings.relay;
         let builder = RelayBuilder::default()
             .database(events.clone())
-            .write_policy(policy::MostroPolicy::new(
-                keys.public_key(),
-                r.max_event_bytes,
-                settings.mostro.pow,
-                r.events_per_minute_per_ip,
-            ))
+            .write_policy(
+                policy::MostroPolicy::new(
+                    keys.public_key(),
+                    r.max_event_bytes,
+                    settings.mostro.pow,
+                    r.events_per_minute_per_ip,
+                )
+                .guarding(disk),
+            )
             .rate_limit(RateLimit {
                 max_reqs: r.max_subscriptions_per_connection,
                 notes_per_minute: r.events_per_minute_per_ip,

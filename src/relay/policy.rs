@@ -8,6 +8,8 @@ use std::time::Instant;
 use nostr::{Event, JsonUtil, Kind, PublicKey};
 use nostr_relay_builder::builder::{PolicyResult, WritePolicy};
 
+use crate::store::disk::DiskGuard;
+
 /// Kinds the node itself publishes; only the node's key may publish them here.
 const NODE_KINDS: [u16; 6] = [0, 10002, 38383, 38384, 38385, 38386];
 
@@ -21,6 +23,7 @@ pub struct MostroPolicy {
     pow: u8,
     per_minute: u32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    disk: Option<DiskGuard>,
 }
 
 #[derive(Debug)]
@@ -38,7 +41,15 @@ impl MostroPolicy {
             pow,
             per_minute,
             buckets: Mutex::new(HashMap::new()),
+            disk: None,
         }
+    }
+
+    /// While `disk` is under its floor, keeps only requests to the node (trades under way need
+    /// them to finish) and refuses everything else.
+    pub fn guarding(mut self, disk: DiskGuard) -> Self {
+        self.disk = Some(disk);
+        self
     }
 
     /// The decision, without the rate limit (pure, for tests and the fuzzer).
@@ -109,6 +120,12 @@ impl WritePolicy for MostroPolicy {
         Box::pin(async move {
             if let Err(reason) = self.judge(event) {
                 return PolicyResult::Reject(reason);
+            }
+            let to_node = event.tags.public_keys().any(|p| p == &self.node);
+            if !to_node && self.disk.as_ref().is_some_and(|d| d.is_low()) {
+                return PolicyResult::Reject(
+                    "this Mostro box is almost out of disk space; it takes only requests to the node for now".into(),
+                );
             }
             if !self.take_token(addr.ip()) {
                 return PolicyResult::Reject(format!(

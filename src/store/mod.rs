@@ -5,6 +5,7 @@
 //! transaction, so many messages share one fsync while every caller still hears back only after
 //! its change is on disk.
 
+pub mod disk;
 mod tables;
 mod writer;
 

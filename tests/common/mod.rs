@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod trade;
 
 use std::collections::HashMap;
@@ -152,7 +153,11 @@ pub struct Market {
 }
 
 pub async fn market(extra: &[&str], push_sats: u64) -> Market {
-    let b = TestBox::start(extra).await;
+    market_on(TestBox::start(extra).await, push_sats).await
+}
+
+/// [`market`] around a box already started (on a data directory of the test's choosing).
+pub async fn market_on(b: TestBox, push_sats: u64) -> Market {
     let alice = wallet(&b.chain, "alice");
     let bob = wallet(&b.chain, "bob");
     regtest::fund(&b.chain, &[b.ln(), &alice, &bob], 1)

@@ -20,9 +20,18 @@ pub struct Trade {
 }
 
 pub async fn trade(extra: &[&str]) -> Trade {
+    trade_on(market(&settings(extra), 100_000).await).await
+}
+
+/// The trade harness's settings (a 1 % fee) plus `extra`.
+pub fn settings<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut settings = vec!["mostro.fee=0.01"];
     settings.extend_from_slice(extra);
-    let m = market(&settings, 100_000).await;
+    settings
+}
+
+/// Two traders on a market made elsewhere.
+pub async fn trade_on(m: Market) -> Trade {
     let seller = Trader::new(&m.b.url, m.b.pubkey(), Wire::V2, false).await;
     let buyer = Trader::new(&m.b.url, m.b.pubkey(), Wire::V1, false).await;
     Trade { m, seller, buyer }

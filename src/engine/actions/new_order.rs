@@ -24,6 +24,10 @@ pub fn new_order(
         return Err(Fail::Ignore("new-order without an order"));
     };
     let s = &ctx.settings.mostro;
+    if ctx.disk_low {
+        // The operator's log says why; the trader can try again later.
+        return Err(CantDoReason::TooManyRequests.into());
+    }
     if let Some(invoice) = &o.buyer_invoice {
         crate::lightning::check_payout_destination(
             invoice,

@@ -23,6 +23,9 @@ pub fn take(
     active: &mut HashSet<PublicKey>,
     kind: Kind,
 ) -> Result<(), Fail> {
+    if ctx.disk_low {
+        return Err(CantDoReason::TooManyRequests.into());
+    }
     let mut order = super::requested_order(tx, req)?;
     let taker_side = match kind {
         Kind::Sell => Side::Buyer,
