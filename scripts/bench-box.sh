@@ -60,6 +60,7 @@ start=$(python3 -c 'import time; print(time.monotonic())')
 NOTIFY_SOCKET="$sock" $bin --data-dir "$data" run \
   --set relay.listen=127.0.0.1:$relay --set relay.public_url=ws://127.0.0.1:$relay \
   --set relay.events_per_minute_per_ip=100000000 --set relay.max_connections_per_ip=1000 \
+  --set relay.connections_per_minute_per_ip=100000000 --set relay.bytes_per_second_per_ip=1000000000 \
   --set lightning.network=regtest --set lightning.chain_source=bitcoind \
   --set lightning.bitcoind_rpc_address=127.0.0.1:$rpc --set lightning.bitcoind_rpc_user=u \
   --set lightning.bitcoind_rpc_password=p --set lightning.listen=127.0.0.1:$(port) \

@@ -167,6 +167,11 @@ pub struct RelaySettings {
     pub events_per_minute_per_ip: u32,
     /// WebSocket connections one IP address may hold open at once.
     pub max_connections_per_ip: usize,
+    /// New WebSocket connections one IP address may open per minute.
+    pub connections_per_minute_per_ip: u32,
+    /// Bytes per second the relay reads from one IP address (all its connections together);
+    /// beyond it, the address waits.
+    pub bytes_per_second_per_ip: u32,
     /// Subscriptions one connection may hold open at once (so one address holds at most
     /// `max_connections_per_ip × max_subscriptions_per_connection`).
     pub max_subscriptions_per_connection: usize,
@@ -277,6 +282,8 @@ impl Default for RelaySettings {
             max_event_bytes: 32 * 1024,
             events_per_minute_per_ip: 600,
             max_connections_per_ip: 50,
+            connections_per_minute_per_ip: 120,
+            bytes_per_second_per_ip: 64 * 1024,
             max_subscriptions_per_connection: 100,
             max_connections: 2000,
         }
@@ -619,6 +626,18 @@ impl Settings {
             "at least 1",
         )?;
         check(
+            "relay.connections_per_minute_per_ip",
+            r.connections_per_minute_per_ip,
+            r.connections_per_minute_per_ip >= 1,
+            "at least 1",
+        )?;
+        check(
+            "relay.bytes_per_second_per_ip",
+            r.bytes_per_second_per_ip,
+            r.bytes_per_second_per_ip as usize >= 1024,
+            "at least 1024",
+        )?;
+        check(
             "relay.max_subscriptions_per_connection",
             r.max_subscriptions_per_connection,
             r.max_subscriptions_per_connection >= 1,
@@ -741,6 +760,11 @@ max_event_bytes = {max_event_bytes}
 # per connection (so one address holds at most connections x subscriptions).
 events_per_minute_per_ip = {epm}
 max_connections_per_ip = {mcip}
+# New connections one address may open per minute, and bytes per second the relay reads from it
+# (a flood waits in the sender's own network buffers). Raise both if many traders share one
+# address (carrier-grade NAT).
+connections_per_minute_per_ip = {cpm}
+bytes_per_second_per_ip = {bps}
 max_subscriptions_per_connection = {msub}
 # Open WebSocket connections in total.
 max_connections = {maxconn}
@@ -796,6 +820,8 @@ require_token = true
             max_event_bytes = d.relay.max_event_bytes,
             epm = d.relay.events_per_minute_per_ip,
             mcip = d.relay.max_connections_per_ip,
+            cpm = d.relay.connections_per_minute_per_ip,
+            bps = d.relay.bytes_per_second_per_ip,
             msub = d.relay.max_subscriptions_per_connection,
             maxconn = d.relay.max_connections,
             api_url = d.price.api_url,

@@ -339,7 +339,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         listener,
         relay.clone(),
         front,
-        settings.relay.max_connections_per_ip,
+        http::Limits::from(&settings.relay),
     )));
     tasks.push(tokio::spawn(publish::discovery(
         relay.clone(),

@@ -361,3 +361,59 @@ fn mainnet_invoice() -> String {
         .unwrap()
         .to_string()
 }
+
+/// `mostro-box status` run as user `nobody` on a running box's data directory.
+async fn status_as_nobody(dir: &std::path::Path) -> (bool, String) {
+    let out = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_mostro-box"))
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("status")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_socket_answers_only_the_box_user() {
+    use std::os::unix::fs::PermissionsExt;
+    if !std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    {
+        eprintln!("skipped: acting as another user needs root");
+        return;
+    }
+    let b = TestBox::start(&[]).await;
+    cli_ok(&b.dir, &["status"]).await;
+
+    // Another local user is stopped by the file modes...
+    let (ok, err) = status_as_nobody(&b.dir).await;
+    assert!(!ok, "another user got an answer");
+    assert!(
+        err.contains("permission denied") && err.contains("sudo -u"),
+        "{err}"
+    );
+
+    // ...and, if someone loosens them, by the box itself, with what to do instead.
+    let mut dir = b.dir.clone();
+    while dir.pop() && dir.starts_with(std::env::temp_dir()) {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&b.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["mostro-box.toml", mostro_box::api::SOCKET_FILE] {
+        let path = b.dir.join(f);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+    }
+    let (ok, err) = status_as_nobody(&b.dir).await;
+    assert!(!ok, "another user got an answer");
+    assert!(err.contains("only the box's own user"), "{err}");
+}

@@ -16,6 +16,9 @@ pub enum ClientError {
     /// No daemon listening.
     #[error("mostro-box is not running on {0} (no admin socket): start it with `mostro-box run` (or `mostro-box dev`), or pass the right --data-dir")]
     NotRunning(String),
+    /// This user may not use the socket (another user runs the box).
+    #[error("permission denied on {0}: the box runs as another user; run the command as that user (the owner of the data directory), e.g. `sudo -u mostro-box mostro-box --data-dir DIR ...`")]
+    NotYours(String),
     /// The daemon refused the request; its message names the problem.
     #[error("{0}")]
     Refused(String),
@@ -32,9 +35,13 @@ pub async fn call(
     body: Option<Value>,
 ) -> Result<Value, ClientError> {
     let socket = data_dir.join(SOCKET_FILE);
-    let stream = UnixStream::connect(&socket)
-        .await
-        .map_err(|_| ClientError::NotRunning(data_dir.display().to_string()))?;
+    let stream = UnixStream::connect(&socket).await.map_err(|e| {
+        let dir = data_dir.display().to_string();
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied => ClientError::NotYours(dir),
+            _ => ClientError::NotRunning(dir),
+        }
+    })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ClientError::Io(e.to_string()))?;

@@ -112,6 +112,28 @@ pub async fn serve(listener: UnixListener, ctx: Arc<ApiContext>) {
             }
         };
         let ctx = ctx.clone();
+        // The socket's mode already keeps other users out; this holds even if someone loosens
+        // it (a `chmod` to share the box, a careless backup restore).
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let peer = stream.peer_cred().map(|c| c.uid()).ok();
+        if !matches!(peer, Some(uid) if uid == me || uid == 0) {
+            tracing::warn!("api: refused a connection from uid {peer:?}: not the box's user");
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_| async move {
+                    Ok::<_, std::convert::Infallible>(reply(Err(ApiError {
+                        status: StatusCode::FORBIDDEN,
+                        message: format!(
+                            "only the box's own user (uid {me}) may use this socket: run the command as that user, e.g. sudo -u mostro-box mostro-box ..."
+                        ),
+                    })))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| answer(ctx.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()

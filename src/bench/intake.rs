@@ -51,6 +51,8 @@ pub async fn intake(traders: usize, per_trader: usize, transport: &str) -> anyho
         format!("relay.listen=127.0.0.1:{port}"),
         format!("relay.public_url={url}"),
         "relay.events_per_minute_per_ip=100000000".into(),
+        "relay.connections_per_minute_per_ip=100000000".into(),
+        "relay.bytes_per_second_per_ip=1000000000".into(),
         format!("relay.max_connections_per_ip={}", traders + 10),
         "mostro.fiat_currencies_accepted=[]".into(),
         "price.api_url=http://127.0.0.1:9".into(),

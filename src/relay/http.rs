@@ -2,7 +2,8 @@
 //! handed to the embedded relay.
 //!
 //! The box accepts sockets itself (not `LocalRelay::run`) to set `TCP_NODELAY` (without it every
-//! reply waits ~40 ms for Nagle and delayed ACK) and to cap connections per IP address.
+//! reply waits ~40 ms for Nagle and delayed ACK) and to give each IP address its limits: open
+//! connections, new connections a minute, and bytes read a second.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use nostr::hashes::{sha1, Hash, HashEngine};
 use tokio::net::TcpListener;
 
+use super::throttle::{Bucket, Throttled};
 use super::Relay;
 
 /// What `/health` and NIP-11 report; filled by the caller.
@@ -39,9 +41,43 @@ pub struct Front {
     pub metrics: MetricsFn,
 }
 
+/// What one IP address may do.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// WebSocket connections open at once.
+    pub open: usize,
+    /// New connections per minute.
+    pub per_minute: u32,
+    /// Bytes read per second, all its connections together.
+    pub bytes_per_second: u32,
+    /// The largest event: an address can always send one at once.
+    pub max_event_bytes: usize,
+}
+
+impl From<&crate::config::RelaySettings> for Limits {
+    fn from(r: &crate::config::RelaySettings) -> Self {
+        Self {
+            open: r.max_connections_per_ip,
+            per_minute: r.connections_per_minute_per_ip,
+            bytes_per_second: r.bytes_per_second_per_ip,
+            max_event_bytes: r.max_event_bytes,
+        }
+    }
+}
+
+/// One address's connections and budgets. Kept after its last connection closes, so closing
+/// and reopening does not refill them.
+struct Peer {
+    open: usize,
+    connects: Bucket,
+    bytes: Arc<Mutex<Bucket>>,
+}
+
+type Peers = Arc<Mutex<HashMap<IpAddr, Peer>>>;
+
 /// Serves until the listener fails. Each connection is its own task.
-pub async fn serve(listener: TcpListener, relay: Relay, front: Front, max_per_ip: usize) {
-    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+pub async fn serve(listener: TcpListener, relay: Relay, front: Front, limits: Limits) {
+    let peers: Peers = Arc::default();
     loop {
         let (socket, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -50,10 +86,16 @@ pub async fn serve(listener: TcpListener, relay: Relay, front: Front, max_per_ip
                 continue;
             }
         };
+        // Over its budget of new connections, an address is hung up on before a byte is read.
+        // Loopback may be a local reverse proxy or tunnel carrying many traders: those are
+        // counted at the upgrade, by the address the proxy forwards.
+        if !local(addr.ip()) && !connect(&peers, addr.ip(), limits) {
+            continue;
+        }
         let _ = socket.set_nodelay(true);
         let relay = relay.clone();
         let front = front.clone();
-        let per_ip = per_ip.clone();
+        let peers = peers.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 handle(
@@ -61,8 +103,8 @@ pub async fn serve(listener: TcpListener, relay: Relay, front: Front, max_per_ip
                     addr,
                     relay.clone(),
                     front.clone(),
-                    per_ip.clone(),
-                    max_per_ip,
+                    peers.clone(),
+                    limits,
                 )
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -75,50 +117,97 @@ pub async fn serve(listener: TcpListener, relay: Relay, front: Front, max_per_ip
     }
 }
 
+/// 127.0.0.1 or ::1: where a reverse proxy on this machine connects from.
+fn local(ip: IpAddr) -> bool {
+    ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+}
+
+/// The trader's address: the peer's, or for a connection from this machine (a reverse proxy or
+/// tunnel in front of the box) the last address in its `X-Forwarded-For`, which the proxy
+/// itself added. Per-address limits then apply per trader, not to the proxy as a whole.
+fn client_ip(req: &Request<Incoming>, addr: SocketAddr) -> IpAddr {
+    if !local(addr.ip()) {
+        return addr.ip();
+    }
+    req.headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|ip| ip.trim().parse().ok())
+        .unwrap_or(addr.ip())
+}
+
+/// Counts a new TCP connection from `ip`; false if the address has opened too many lately.
+fn connect(peers: &Peers, ip: IpAddr, limits: Limits) -> bool {
+    let mut peers = peers.lock().expect("peers lock");
+    if peers.len() > 100_000 {
+        // Bound memory under a spray of addresses: forget the quiet ones.
+        peers.retain(|_, p| {
+            p.open > 0 || !p.connects.is_idle() || !p.bytes.lock().expect("budget").is_idle()
+        });
+    }
+    let per_minute = limits.per_minute as f64;
+    let rate = limits.bytes_per_second as f64;
+    let peer = peers.entry(ip).or_insert_with(|| Peer {
+        open: 0,
+        connects: Bucket::new(per_minute / 60.0, (per_minute / 4.0).max(10.0)),
+        bytes: Arc::new(Mutex::new(Bucket::new(
+            rate,
+            (4.0 * rate).max(2.0 * limits.max_event_bytes as f64),
+        ))),
+    });
+    peer.connects.take(1.0)
+}
+
+/// Admits a new WebSocket from `ip` (already counted by [`connect`]) and returns its byte
+/// budget, or why not.
+fn admit(peers: &Peers, ip: IpAddr, limits: Limits) -> Result<Arc<Mutex<Bucket>>, &'static str> {
+    let mut peers = peers.lock().expect("peers lock");
+    let peer = peers.get_mut(&ip).ok_or("unknown address")?;
+    if peer.open >= limits.open {
+        return Err("too many connections from your address");
+    }
+    peer.open += 1;
+    Ok(peer.bytes.clone())
+}
+
 async fn handle(
     req: Request<Incoming>,
     addr: SocketAddr,
     relay: Relay,
     front: Front,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    max_per_ip: usize,
+    peers: Peers,
+    limits: Limits,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if is_upgrade(&req) {
         let Some(key) = req.headers().get("sec-websocket-key") else {
             return Ok(text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
         };
         let accept = accept_key(key.as_bytes());
-        let ip = addr.ip();
-        {
-            let mut counts = per_ip.lock().expect("per-ip lock");
-            let n = counts.entry(ip).or_insert(0);
-            if *n >= max_per_ip {
-                return Ok(text(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many connections from your address",
-                ));
-            }
-            *n += 1;
+        let ip = client_ip(&req, addr);
+        if local(addr.ip()) && !connect(&peers, ip, limits) {
+            return Ok(text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many new connections from your address; wait a moment",
+            ));
         }
+        let addr = SocketAddr::new(ip, addr.port());
+        let budget = match admit(&peers, ip, limits) {
+            Ok(b) => b,
+            Err(why) => return Ok(text(StatusCode::TOO_MANY_REQUESTS, why)),
+        };
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
-                    if let Err(e) = relay
-                        .local
-                        .take_connection(TokioIo::new(upgraded), addr)
-                        .await
-                    {
+                    let stream = Throttled::new(TokioIo::new(upgraded), budget);
+                    if let Err(e) = relay.local.take_connection(stream, addr).await {
                         tracing::debug!("relay: websocket from {addr} closed: {e}");
                     }
                 }
                 Err(e) => tracing::debug!("relay: upgrade from {addr} failed: {e}"),
             }
-            let mut counts = per_ip.lock().expect("per-ip lock");
-            if let Some(n) = counts.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(&ip);
-                }
+            if let Some(p) = peers.lock().expect("peers lock").get_mut(&ip) {
+                p.open -= 1;
             }
         });
         let mut resp = Response::new(Full::new(Bytes::new()));
@@ -148,7 +237,7 @@ async fn handle(
         ),
         ("GET", "/metrics") if addr.ip().is_loopback() => {
             let mut body = (front.metrics)().await;
-            let open: usize = per_ip.lock().expect("per-ip lock").values().sum();
+            let open: usize = peers.lock().expect("peers lock").values().map(|p| p.open).sum();
             body.push_str(&format!(
                 "# HELP mostro_relay_connections Open WebSocket connections.\n\
                  # TYPE mostro_relay_connections gauge\nmostro_relay_connections {open}\n"

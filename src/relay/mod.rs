@@ -4,6 +4,7 @@
 mod event_store;
 pub mod http;
 pub mod policy;
+pub mod throttle;
 
 use std::sync::Arc;
 

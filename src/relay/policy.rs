@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use nostr::{Event, JsonUtil, Kind, PublicKey};
 use nostr_relay_builder::builder::{PolicyResult, WritePolicy};
 
+use super::throttle::Bucket;
 use crate::store::disk::DiskGuard;
 
 /// Kinds the node itself publishes; only the node's key may publish them here.
@@ -24,12 +24,6 @@ pub struct MostroPolicy {
     per_minute: u32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
     disk: Option<DiskGuard>,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
 }
 
 impl MostroPolicy {
@@ -89,25 +83,15 @@ impl MostroPolicy {
 
     fn take_token(&self, ip: IpAddr) -> bool {
         let mut buckets = self.buckets.lock().expect("rate buckets lock");
-        let now = Instant::now();
-        let cap = self.per_minute as f64;
         if buckets.len() > 100_000 {
             // Bound memory under a spray of addresses: forget buckets that are full again.
-            buckets.retain(|_, b| now.duration_since(b.last).as_secs() < 60);
+            buckets.retain(|_, b| !b.is_idle());
         }
-        let b = buckets.entry(ip).or_insert(Bucket {
-            tokens: cap,
-            last: now,
-        });
-        let refill = now.duration_since(b.last).as_secs_f64() * cap / 60.0;
-        b.tokens = (b.tokens + refill).min(cap);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        let cap = self.per_minute as f64;
+        buckets
+            .entry(ip)
+            .or_insert_with(|| Bucket::new(cap / 60.0, cap))
+            .take(1.0)
     }
 }
 
