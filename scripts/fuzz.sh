@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh                 # every target, 10 minutes each
 #   scripts/fuzz.sh 30              # every target, 30 s each (what .ci/run does)
 #   scripts/fuzz.sh 600 order       # one target
+#   FUZZ_DEV=1 scripts/fuzz.sh 20   # unoptimised: builds in a third of the time (CI's smoke run)
 # A crash stops the script: the input is in fuzz/artifacts/TARGET/. Fix the bug, then copy the
 # input to fuzz/regressions/TARGET/ so tests/fuzz_regressions.rs replays it for ever.
 # Stable Rust is enough: the targets run without a sanitizer (the box has no unsafe code of its
@@ -24,12 +25,14 @@ if [ ! -x "$fuzz" ] || ! "$fuzz" --version | grep -q "$CARGO_FUZZ_VERSION"; then
   rm -rf .cache/cargo-fuzz-target
 fi
 
-"$fuzz" build --sanitizer none >&2
+flags=(--sanitizer none)
+[ -z "${FUZZ_DEV:-}" ] || flags+=(--dev)
+"$fuzz" build "${flags[@]}" >&2
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
   echo "== fuzz $t for ${seconds}s"
   # -rss_limit_mb: a request must not make the box allocate without bound.
-  "$fuzz" run --sanitizer none "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+  "$fuzz" run "${flags[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>&1 |
     grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb|==|INFO: seed corpus|.*(panicked|ERROR|SUMMARY|Test unit written))" || true
   if [ -n "$(ls -A "fuzz/artifacts/$t" 2>/dev/null)" ]; then
