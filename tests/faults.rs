@@ -30,6 +30,9 @@ const FEE: i64 = 10;
 /// A request with no answer within this long is sent again (a fresh wrap, so it is fresh).
 const RESEND: Duration = Duration::from_secs(8);
 
+/// These tests take turns: each loads the machine, and the flood test compares timings.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -301,6 +304,7 @@ fn phases(runs: &[Arc<Mutex<TradeRun>>]) -> Vec<(Phase, usize)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_at_random_moments_during_concurrent_trades() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let trades = env_or("FAULT_TRADES", 6) as usize;
     let kills = env_or("FAULT_KILLS", 1);
     let seed = env_or("FAULT_SEED", now() as u64) | 1;
@@ -644,6 +648,7 @@ fn total(steps: &[[Duration; 4]]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trade_keeps_its_pace_while_one_address_floods_the_relay() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (m, b) = process_market(1, &[]).await;
     let node = mostro_box::keys::load(&m.dir).unwrap().public_key();
     let seller = Trader::new(&b.url(), node, Wire::V2, false).await;
@@ -696,6 +701,7 @@ async fn a_trade_keeps_its_pace_while_one_address_floods_the_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bitcoind_stops_and_comes_back_under_the_box() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     use common::trade::*;
     let t = trade(&[]).await;
     let before = balances(&t).await;
@@ -751,6 +757,7 @@ impl Drop for SmallDisk {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_nearly_full_disk_stops_new_orders_and_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     use common::trade::*;
     let Some(disk) = SmallDisk::mount(128) else {
         // CI runs as root; a developer without root skips this one.
