@@ -13,7 +13,8 @@
 //! box per 40 concurrent trades (and the box as many to the buyer). `--history N` first writes
 //! N finished trades into the store, to see how start-up and every step fare with a long past.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ use mostro_core::prelude::{
     unwrap_incoming, wrap_message_with, Action, Kind as OrderKind, Message, Payload, SmallOrder,
     Status, WrapOptions,
 };
-use nostr::{Filter, Keys, Kind, PublicKey};
+use nostr::{Event, EventId, Filter, Keys, Kind, PublicKey};
 use nostr_sdk::{Client, RelayPoolNotification};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -55,7 +56,39 @@ struct Side {
     client: Client,
     node: PublicKey,
     unused: Mutex<Vec<Keys>>,
-    inbox: Arc<Mutex<HashMap<PublicKey, Mailbox>>>,
+    post: Arc<Postbox>,
+}
+
+/// Where a side's events are opened and sorted into mailboxes, each event once (it may come
+/// both live and from a re-fetch).
+struct Postbox {
+    keys: HashMap<PublicKey, Keys>,
+    seen: Mutex<HashSet<EventId>>,
+    inbox: Mutex<HashMap<PublicKey, Mailbox>>,
+    /// Replies that only a re-fetch of stored events brought (the live copy was lost).
+    recovered: AtomicUsize,
+}
+
+impl Postbox {
+    async fn deliver(&self, event: &Event, at: Instant) -> bool {
+        if !self.seen.lock().expect("seen lock").insert(event.id) {
+            return false;
+        }
+        let Some(to) = event.tags.public_keys().next().copied() else {
+            return false;
+        };
+        let Some(k) = self.keys.get(&to) else {
+            return false;
+        };
+        let Ok(Some(u)) = unwrap_incoming(event, k).await else {
+            return false;
+        };
+        let mut inbox = self.inbox.lock().expect("inbox lock");
+        let mailbox = inbox.entry(to).or_default();
+        mailbox.messages.push((u.message, at));
+        mailbox.bell.notify_one();
+        true
+    }
 }
 
 /// Messages that arrived for one trade key, and the bell its waiter sleeps on.
@@ -67,6 +100,8 @@ struct Mailbox {
 
 /// Longest wait for one reply: with hundreds of trades at once, replies queue.
 const REPLY_WAIT: Duration = Duration::from_secs(300);
+/// Silence after which a waiting trader re-fetches its stored messages.
+const REFETCH_AFTER: Duration = Duration::from_secs(10);
 
 impl Side {
     /// Connects with `trades` trade keys, all in one subscription (a relay limits how many
@@ -81,33 +116,23 @@ impl Side {
             .kind(Kind::PrivateDirectMessage)
             .pubkeys(keys.iter().map(|k| k.public_key()));
         client.subscribe(f, None).await?;
-        let by_key: HashMap<PublicKey, Keys> =
-            keys.iter().map(|k| (k.public_key(), k.clone())).collect();
+        let post = Arc::new(Postbox {
+            keys: keys.iter().map(|k| (k.public_key(), k.clone())).collect(),
+            seen: Mutex::default(),
+            inbox: Mutex::default(),
+            recovered: AtomicUsize::new(0),
+        });
         let side = Arc::new(Self {
             client,
             node,
             unused: Mutex::new(keys),
-            inbox: Arc::default(),
+            post: post.clone(),
         });
         let mut notes = side.client.notifications();
-        let inbox = side.inbox.clone();
         tokio::spawn(async move {
             while let Ok(n) = notes.recv().await {
-                let RelayPoolNotification::Event { event, .. } = n else {
-                    continue;
-                };
-                let at = Instant::now();
-                let Some(to) = event.tags.public_keys().next().copied() else {
-                    continue;
-                };
-                let Some(k) = by_key.get(&to) else {
-                    continue;
-                };
-                if let Ok(Some(u)) = unwrap_incoming(&event, k).await {
-                    let mut inbox = inbox.lock().expect("inbox lock");
-                    let mailbox = inbox.entry(to).or_default();
-                    mailbox.messages.push((u.message, at));
-                    mailbox.bell.notify_one();
+                if let RelayPoolNotification::Event { event, .. } = n {
+                    post.deliver(&event, Instant::now()).await;
                 }
             }
         });
@@ -156,7 +181,7 @@ impl Side {
         let deadline = tokio::time::Instant::now() + REPLY_WAIT;
         loop {
             let bell = {
-                let mut inbox = self.inbox.lock().expect("inbox lock");
+                let mut inbox = self.post.inbox.lock().expect("inbox lock");
                 let mailbox = inbox.entry(pk).or_default();
                 let pos = mailbox
                     .messages
@@ -167,11 +192,21 @@ impl Side {
                 }
                 mailbox.bell.clone()
             };
-            if tokio::time::timeout_at(deadline, bell.notified())
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no {action} within {} s", REPLY_WAIT.as_secs());
+            }
+            if tokio::time::timeout(REFETCH_AFTER, bell.notified())
                 .await
                 .is_err()
             {
-                bail!("no {action} within {} s", REPLY_WAIT.as_secs());
+                // What a client does when an answer is late: ask again for what is stored. The
+                // relay library drops live events for a connection that falls 1,024 behind.
+                let f = Filter::new().kind(Kind::PrivateDirectMessage).pubkey(pk);
+                for ev in self.client.fetch_events(f, Duration::from_secs(10)).await? {
+                    if self.post.deliver(&ev, Instant::now()).await {
+                        self.post.recovered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
     }
@@ -314,6 +349,9 @@ pub async fn trade(trades: usize, concurrency: usize, history: usize) -> anyhow:
             ms(v.last().copied().unwrap_or_default())
         );
     }
+    let recovered = seller.post.recovered.load(Ordering::Relaxed)
+        + buyer.post.recovered.load(Ordering::Relaxed);
+    println!("  replies re-fetched:    {recovered} (their live copy never arrived)");
     println!(
         "  store afterwards:      {:.1} MB; peak RSS of this process (box, both wallets, traders): {rss:.0} MB",
         store_bytes as f64 / 1e6

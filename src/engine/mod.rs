@@ -198,7 +198,8 @@ impl Engine {
             let keys = keys.clone();
             async move {
                 let r = match &p.event {
-                    Some(ev) => intake::open(ev, &keys, pow, p.received_at).await,
+                    // The relay verified the event's id and signature before storing it.
+                    Some(ev) => intake::open_verified(ev, &keys, pow, p.received_at).await,
                     None => Err(Dropped::Invalid("event no longer stored".into())),
                 };
                 (p, r)

@@ -73,6 +73,10 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
     tables::create_all(txn)
 }
 
+/// redb's page cache. Its default, 1 GiB, is most of a small Raspberry Pi's memory; the box's
+/// working set (open orders, recent events) is a few megabytes.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The open database plus its writer. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -83,7 +87,11 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) `path`, creates missing tables, runs migrations and starts the writer.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(redb::Database::create(path)?);
+        let db = Arc::new(
+            redb::Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)?,
+        );
         let txn = db.begin_write()?;
         tables::create_all(&txn)?;
         migrate(&txn)?;
