@@ -18,7 +18,9 @@ const BATCH: usize = 20_000;
 /// escrow and payout recorded, one in ten cancelled), among 1,000 returning traders, the way
 /// the engine stores them. Prints progress; returns the file's size in bytes.
 pub fn fill(path: &Path, n: usize) -> anyhow::Result<u64> {
-    let db = redb::Database::create(path)?;
+    let db = redb::Database::builder()
+        .set_cache_size(64 << 20)
+        .create(path)?;
     let traders: Vec<Keys> = (0..1_000).map(|_| Keys::generate()).collect();
     let now = crate::protocol::now();
     let mut done = 0;

@@ -27,10 +27,19 @@ fn ms(d: Duration) -> f64 {
 
 /// Peak resident memory of this process (VmHWM), MB.
 fn peak_rss_mb() -> f64 {
+    rss_mb("VmHWM:")
+}
+
+/// Resident memory of this process now (VmRSS), MB.
+fn rss_now_mb() -> f64 {
+    rss_mb("VmRSS:")
+}
+
+fn rss_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -320,7 +320,7 @@ pub async fn trade(trades: usize, concurrency: usize, history: usize) -> anyhow:
     }
     let elapsed = started.elapsed();
     let done = running.engine.order_count()?;
-    let rss = super::peak_rss_mb();
+    let (rss, rss_now) = (super::peak_rss_mb(), super::rss_now_mb());
     running.stop();
     for w in [seller_wallet, buyer_wallet] {
         let _ = w.stop();
@@ -353,7 +353,7 @@ pub async fn trade(trades: usize, concurrency: usize, history: usize) -> anyhow:
         + buyer.post.recovered.load(Ordering::Relaxed);
     println!("  replies re-fetched:    {recovered} (their live copy never arrived)");
     println!(
-        "  store afterwards:      {:.1} MB; peak RSS of this process (box, both wallets, traders): {rss:.0} MB",
+        "  store afterwards:      {:.1} MB; RSS of this process (box, both wallets, traders): {rss_now:.0} MB at the end, {rss:.0} MB at the peak",
         store_bytes as f64 / 1e6
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -125,11 +125,11 @@ fn local(ip: IpAddr) -> bool {
 /// The trader's address: the peer's, or for a connection from this machine (a reverse proxy or
 /// tunnel in front of the box) the last address in its `X-Forwarded-For`, which the proxy
 /// itself added. Per-address limits then apply per trader, not to the proxy as a whole.
-fn client_ip(req: &Request<Incoming>, addr: SocketAddr) -> IpAddr {
+fn client_ip(headers: &hyper::HeaderMap, addr: SocketAddr) -> IpAddr {
     if !local(addr.ip()) {
         return addr.ip();
     }
-    req.headers()
+    headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
@@ -184,7 +184,7 @@ async fn handle(
             return Ok(text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
         };
         let accept = accept_key(key.as_bytes());
-        let ip = client_ip(&req, addr);
+        let ip = client_ip(req.headers(), addr);
         if local(addr.ip()) && !connect(&peers, ip, limits) {
             return Ok(text(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -294,6 +294,29 @@ fn json(status: StatusCode, ctype: &'static str, body: &str) -> Response<Full<By
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn behind_a_local_proxy_the_forwarded_address_counts() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7".parse().unwrap(),
+        );
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        // The last hop is the one the local proxy added; earlier ones the client could forge.
+        assert_eq!(
+            client_ip(&h, local),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // From anywhere else the header is the client's word, not evidence.
+        assert_eq!(client_ip(&h, remote), remote.ip());
+        assert_eq!(client_ip(&hyper::HeaderMap::new(), local), local.ip());
+        let other_loopback: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        assert_eq!(client_ip(&h, other_loopback), other_loopback.ip());
+    }
+
     #[test]
     fn accept_key_matches_rfc_example() {
         assert_eq!(
