@@ -284,7 +284,7 @@ impl Default for RelaySettings {
             max_connections_per_ip: 50,
             connections_per_minute_per_ip: 120,
             bytes_per_second_per_ip: 64 * 1024,
-            max_subscriptions_per_connection: 100,
+            max_subscriptions_per_connection: 20,
             max_connections: 2000,
         }
     }

@@ -653,7 +653,7 @@ async fn a_trade_keeps_its_pace_while_one_address_floods_the_relay() {
     let node = mostro_box::keys::load(&m.dir).unwrap().public_key();
     let seller = Trader::new(&b.url(), node, Wire::V2, false).await;
     let buyer = Trader::new(&b.url(), node, Wire::V1, false).await;
-    let rounds = 3;
+    let rounds = 5;
     let mut quiet = Vec::new();
     for _ in 0..rounds {
         quiet.push(timed_trade(&seller, &buyer, &m).await);

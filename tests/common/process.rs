@@ -85,9 +85,9 @@ pub async fn process_market(channels: usize, extra: &[&str]) -> (ProcessMarket, 
         m.bob.node_id(),
         m.bob.listening_addresses().unwrap()[0]
     );
-    // One at a time: a wallet asked for two funding transactions at once may spend the same
-    // coin twice.
-    for n in 1..=channels {
+    // One at a time, each confirmed before the next: a wallet asked for two funding
+    // transactions at once may spend the same coin twice.
+    for _ in 0..channels {
         m.alice
             .open_channel(
                 box_id.parse().unwrap(),
@@ -97,7 +97,8 @@ pub async fn process_market(channels: usize, extra: &[&str]) -> (ProcessMarket, 
                 None,
             )
             .unwrap();
-        in_mempool(&chain, 2 * n - 1).await;
+        in_mempool(&chain, 1).await;
+        chain.mine(1).await.unwrap();
         cli_ok(
             &dir,
             &[
@@ -111,7 +112,9 @@ pub async fn process_market(channels: usize, extra: &[&str]) -> (ProcessMarket, 
             ],
         )
         .await;
-        in_mempool(&chain, 2 * n).await;
+        in_mempool(&chain, 1).await;
+        // Confirmed before the next: a wallet then never builds on its own unconfirmed change.
+        chain.mine(1).await.unwrap();
     }
     chain.mine(6).await.unwrap();
     for w in [&m.alice, &m.bob] {
@@ -126,7 +129,7 @@ pub async fn process_market(channels: usize, extra: &[&str]) -> (ProcessMarket, 
 
 /// Waits until the mempool holds `n` transactions.
 async fn in_mempool(chain: &Bitcoind, n: usize) {
-    let deadline = Instant::now() + WAIT * 3;
+    let deadline = Instant::now() + WAIT * 6;
     while chain
         .rpc("getrawmempool", serde_json::json!([]))
         .await
