@@ -137,6 +137,7 @@ impl Bitcoind {
                 "-printtoconsole=0",
                 "-rpcworkqueue=64",
             ])
+            .args(core_policy(&self.exe))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -257,6 +258,20 @@ impl Drop for Bitcoind {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Relay policy as Bitcoin Core has it, when the binary is Bitcoin Knots (which
+/// scripts/get-bitcoind.sh fetches): LDK sweeps a closed channel's anchor into a transaction
+/// whose only output is an OP_RETURN, which Core relays and Knots refuses by default
+/// ("bare-datacarrier"), so a force-closed channel never finished resolving on regtest.
+fn core_policy(exe: &Path) -> Vec<&'static str> {
+    let version = Command::new(exe).arg("-version").output();
+    let knots = version.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Knots"));
+    if knots {
+        vec!["-permitbaredatacarrier=1"]
+    } else {
+        Vec::new()
     }
 }
 

@@ -353,10 +353,24 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
         )));
     }
 
-    // The killer: kill -9 at a random moment (0.5 to 6 s after the box is up), start again.
+    // Once a kill has force-closed a channel, its payments are settled on chain: the chain
+    // moves on (a block every 3 s) so they can.
+    let miner = {
+        let (chain, alice, bob) = (m.chain.clone(), m.alice.clone(), m.bob.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                if alice.list_channels().len() < channels || bob.list_channels().len() < channels {
+                    let _ = chain.mine(1).await;
+                }
+            }
+        })
+    };
+
+    // The killer: kill -9 at a random moment (0.2 to 2.5 s after the box is up), start again.
     let mut rng = Rng(seed);
     for k in 0..kills {
-        let wait = Duration::from_millis(500 + rng.below(5_500));
+        let wait = Duration::from_millis(200 + rng.below(2_300));
         tokio::time::sleep(wait).await;
         eprintln!("faults: kill {} at {:?}: {:?}", k + 1, wait, phases(&runs));
         b.kill9();
@@ -365,6 +379,7 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
     for t in tasks {
         t.await.unwrap();
     }
+    miner.abort();
     let end = phases(&runs);
     let closed = channels - m.alice.list_channels().len().min(channels);
     let closed = closed + channels - m.bob.list_channels().len().min(channels);

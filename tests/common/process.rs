@@ -85,9 +85,14 @@ pub async fn process_market(channels: usize, extra: &[&str]) -> (ProcessMarket, 
         m.bob.node_id(),
         m.bob.listening_addresses().unwrap()[0]
     );
-    // One at a time, each confirmed before the next: a wallet asked for two funding
-    // transactions at once may spend the same coin twice.
+    // One at a time, each confirmed and seen by its wallet before the next: a wallet that has
+    // not yet seen its last funding transaction spends the same coin again.
+    let onchain = |d: PathBuf| async move {
+        let b = cli_ok(&d, &["--json", "wallet", "balance"]).await.json();
+        b["onchain_total_sats"].as_u64().unwrap()
+    };
     for _ in 0..channels {
+        let alice_before = m.alice.list_balances().total_onchain_balance_sats;
         m.alice
             .open_channel(
                 box_id.parse().unwrap(),
@@ -99,6 +104,12 @@ pub async fn process_market(channels: usize, extra: &[&str]) -> (ProcessMarket, 
             .unwrap();
         in_mempool(&chain, 1).await;
         chain.mine(1).await.unwrap();
+        mostro_box::regtest::sync_until(&m.alice, "its funding transaction", |n| {
+            n.list_balances().total_onchain_balance_sats < alice_before
+        })
+        .await
+        .unwrap();
+        let box_before = onchain(dir.clone()).await;
         cli_ok(
             &dir,
             &[
@@ -113,8 +124,15 @@ pub async fn process_market(channels: usize, extra: &[&str]) -> (ProcessMarket, 
         )
         .await;
         in_mempool(&chain, 1).await;
-        // Confirmed before the next: a wallet then never builds on its own unconfirmed change.
         chain.mine(1).await.unwrap();
+        let deadline = Instant::now() + WAIT * 6;
+        while onchain(dir.clone()).await >= box_before {
+            assert!(
+                Instant::now() < deadline,
+                "the box never saw its funding transaction"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     chain.mine(6).await.unwrap();
     for w in [&m.alice, &m.bob] {
