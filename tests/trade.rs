@@ -90,8 +90,22 @@ async fn sell_order_trade_pays_everyone_to_the_sat() {
     let (view, hold) = pay_request(&t.seller.expect(s, Action::PayInvoice).await);
     assert_eq!(view.amount, AMOUNT + FEE);
 
-    // The seller pays; both learn each other's trade key.
-    seller_pays(&t, &hold);
+    // The seller pays from the command line, as in the README's playground: `dev pay` answers
+    // once the box holds the payment, so the buyer's fiat-sent right after it finds the order
+    // active. Both learn each other's trade key.
+    let wallets = &t.m.b.running.dev_wallets;
+    wallets
+        .write()
+        .unwrap()
+        .insert("alice".into(), t.m.alice.clone());
+    let paid = cli_ok(&t.m.b.dir, &["dev", "pay", "alice", &hold]).await;
+    assert!(
+        paid.stdout.contains("the box holds them"),
+        "{}",
+        paid.stdout
+    );
+    let shown = cli_ok(&t.m.b.dir, &["--json", "order", "show", &id.to_string()]).await;
+    assert_eq!(shown.json()["status"], "active");
     let took = order_of(&t.seller.expect(s, Action::BuyerTookOrder).await);
     assert_eq!(
         took.buyer_trade_pubkey,

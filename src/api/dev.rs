@@ -4,13 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use ldk_node::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
+use ldk_node::payment::PaymentStatus;
 use ldk_node::Node;
 use serde_json::{json, Value};
 
-use super::handlers::{str_field, u64_field};
+use super::handlers::{open_orders, str_field, u64_field};
 use super::{ApiContext, ApiError};
+use crate::engine::order::EscrowState;
+use crate::lightning::PaymentHash;
 
 /// The playground's wallets by name; empty outside the playground.
 pub type DevWallets = Arc<RwLock<BTreeMap<String, Arc<Node>>>>;
@@ -43,18 +47,55 @@ pub fn invoice(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
     Ok(json!({ "invoice": inv.to_string() }))
 }
 
-/// Pays an invoice from the wallet (a seller's hold invoice stays pending until release).
-pub fn pay(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
+/// Pays an invoice from the wallet. For a hold invoice of one of the box's orders it answers
+/// once the box holds the payment (or the payment failed): a newcomer pasting the README's next
+/// command (the buyer's `fiat-sent`) right away would otherwise find the order still waiting
+/// for the seller and get a puzzling `cant-do` from mostro-cli.
+pub async fn pay(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
     let w = wallet(ctx, input)?;
     let text = str_field(input, "invoice")?;
     let inv: Bolt11Invoice = text
         .trim()
         .parse()
         .map_err(|_| ApiError::bad("that is not a BOLT11 invoice"))?;
-    w.bolt11_payment()
+    let id = w
+        .bolt11_payment()
         .send(&inv, None)
         .map_err(|e| ApiError::bad(format!("cannot pay: {e}")))?;
-    Ok(json!({ "sent_sats": inv.amount_milli_satoshis().unwrap_or(0) / 1000 }))
+    let hash = PaymentHash(*AsRef::<[u8; 32]>::as_ref(inv.payment_hash()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let escrow = loop {
+        if w.payment(&id)
+            .is_some_and(|p| p.status == PaymentStatus::Failed)
+        {
+            return Err(ApiError::bad(
+                "the payment failed: no route with enough liquidity (see `mostro-box channel list`)",
+            ));
+        }
+        let escrow = escrow_state(ctx, hash)?;
+        let waiting = matches!(
+            escrow,
+            Some(EscrowState::Issuing | EscrowState::Open { .. })
+        );
+        if !waiting || Instant::now() > deadline {
+            break escrow;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    Ok(json!({
+        "sent_sats": inv.amount_milli_satoshis().unwrap_or(0) / 1000,
+        "payment_hash": hash.to_string(),
+        "held_by_the_box": matches!(escrow, Some(EscrowState::Held { .. })),
+    }))
+}
+
+/// Where the escrow with this payment hash stands, if an open order of the box's has it.
+fn escrow_state(ctx: &ApiContext, hash: PaymentHash) -> Result<Option<EscrowState>, ApiError> {
+    Ok(open_orders(ctx)?
+        .into_iter()
+        .filter_map(|o| o.trade.escrow)
+        .find(|e| e.hash() == hash)
+        .map(|e| e.state))
 }
 
 /// Each wallet's sats: spendable in channels and on chain.

@@ -58,7 +58,7 @@ pub async fn route(
         ("GET", "/v1/solver/list") => super::disputes::solver_list(ctx),
         ("POST", "/v1/backup/snapshot") => backup_snapshot(ctx),
         ("POST", "/v1/dev/invoice") => super::dev::invoice(ctx, &input),
-        ("POST", "/v1/dev/pay") => super::dev::pay(ctx, &input),
+        ("POST", "/v1/dev/pay") => super::dev::pay(ctx, &input).await,
         ("GET", "/v1/dev/balance") => super::dev::balance(ctx),
         _ => Err(ApiError::not_found(format!(
             "no API endpoint {method} {path}; is the CLI the same version as the daemon?"

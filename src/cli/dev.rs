@@ -165,10 +165,11 @@ pub async fn wallet_command(
             )
             .await?;
             if !as_json {
-                println!(
-                    "{wallet} sent {} sats (a hold invoice stays pending until the trade ends)",
-                    v["sent_sats"]
-                );
+                if v["held_by_the_box"] == true {
+                    println!("{wallet} paid {} sats: the box holds them", v["sent_sats"]);
+                } else {
+                    println!("{wallet} sent {} sats", v["sent_sats"]);
+                }
                 return Ok(());
             }
             v
