@@ -402,11 +402,15 @@ async fn the_admin_socket_answers_only_the_box_user() {
     );
 
     // ...and, if someone loosens them, by the box itself, with what to do instead.
+    // (Only the folders below the system temp dir: loosening /tmp itself would take its
+    // sticky bit and lock every other user, apt's sandbox among them, out of it.)
+    let tmp = std::env::temp_dir();
+    let tmp_mode = std::fs::metadata(&tmp).unwrap().permissions().mode();
     let mut dir = b.dir.clone();
-    while dir.pop() && dir.starts_with(std::env::temp_dir()) {
+    while dir.starts_with(&tmp) && dir != tmp {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir.pop();
     }
-    std::fs::set_permissions(&b.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     for f in ["mostro-box.toml", mostro_box::api::SOCKET_FILE] {
         let path = b.dir.join(f);
         if path.exists() {
@@ -416,4 +420,9 @@ async fn the_admin_socket_answers_only_the_box_user() {
     let (ok, err) = status_as_nobody(&b.dir).await;
     assert!(!ok, "another user got an answer");
     assert!(err.contains("only the box's own user"), "{err}");
+    assert_eq!(
+        std::fs::metadata(&tmp).unwrap().permissions().mode(),
+        tmp_mode,
+        "the test left the system temp dir's mode alone"
+    );
 }
