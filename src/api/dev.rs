@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use ldk_node::bitcoin::hashes::Hash;
 use ldk_node::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
 use ldk_node::payment::PaymentStatus;
 use ldk_node::Node;
@@ -62,14 +63,14 @@ pub async fn pay(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
         .bolt11_payment()
         .send(&inv, None)
         .map_err(|e| ApiError::bad(format!("cannot pay: {e}")))?;
-    let hash = PaymentHash(*AsRef::<[u8; 32]>::as_ref(inv.payment_hash()));
+    let hash = PaymentHash(inv.payment_hash().to_byte_array());
     let deadline = Instant::now() + Duration::from_secs(60);
     let escrow = loop {
         if w.payment(&id)
             .is_some_and(|p| p.status == PaymentStatus::Failed)
         {
             return Err(ApiError::bad(
-                "the payment failed: no route with enough liquidity (see `mostro-box channel list`)",
+                "the payment failed: see the box's log; `mostro-box channel list` shows the liquidity",
             ));
         }
         let escrow = escrow_state(ctx, hash)?;
