@@ -113,6 +113,16 @@ impl Desk {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.send_event(&ev)).await;
     }
 
+    /// How many messages with `action` arrived for `to`.
+    fn count(&self, to: &Keys, action: Action) -> usize {
+        let inbox = self.inbox.lock().unwrap();
+        inbox.get(&to.public_key()).map_or(0, |msgs| {
+            msgs.iter()
+                .filter(|m| m.get_inner_message_kind().action == action)
+                .count()
+        })
+    }
+
     /// The first message with `action` that arrived for `to`.
     fn got(&self, to: &Keys, action: Action) -> Option<Message> {
         self.find(to, |m| {
@@ -142,13 +152,15 @@ enum Phase {
 }
 
 /// Drives one sell trade to the end through any number of box restarts: each step's request
-/// is sent again until its answer arrives, and the seller pays the hold invoice again if the
-/// payment failed while the box was down.
+/// is sent again until its answer arrives, the seller pays the hold invoice again if the
+/// payment failed while the box was down, and the buyer gives a new invoice whenever the box
+/// asks for one (every payout attempt failed, e.g. while a kill had closed a channel).
 #[derive(Clone)]
 struct TradeRun {
     seller: Keys,
     buyer: Keys,
-    invoice: String,
+    /// The buyer's payout invoices, the one given at take first.
+    invoices: Vec<String>,
     id: Option<Uuid>,
     phase: Phase,
     hold: Option<String>,
@@ -159,6 +171,7 @@ async fn drive(
     sellers: Arc<Desk>,
     buyers: Arc<Desk>,
     alice: Arc<Node>,
+    bob: Arc<Node>,
     deadline: Instant,
 ) {
     let mut last_sent: Option<Instant> = None;
@@ -211,7 +224,7 @@ async fn drive(
                     }
                     None => {
                         if due {
-                            let inv = run.lock().unwrap().invoice.clone();
+                            let inv = run.lock().unwrap().invoices[0].clone();
                             let pr = Payload::PaymentRequest(None, inv, None);
                             buyers.send(&buyer, id, Action::TakeSell, Some(pr)).await;
                             last_sent = Some(Instant::now());
@@ -247,8 +260,20 @@ async fn drive(
                 if buyers.got(&buyer, Action::PurchaseCompleted).is_some() {
                     Some(Phase::Done)
                 } else {
-                    if due {
-                        sellers.send(&seller, id, Action::Release, None).await;
+                    let asked = buyers.count(&buyer, Action::AddInvoice);
+                    let given = run.lock().unwrap().invoices.len() - 1;
+                    if asked > given {
+                        let inv = common::trade::invoice(&bob, SATS - FEE);
+                        run.lock().unwrap().invoices.push(inv);
+                    }
+                    if due || asked > given {
+                        if given > 0 || asked > given {
+                            let inv = run.lock().unwrap().invoices.last().cloned();
+                            let pr = Payload::PaymentRequest(None, inv.unwrap(), None);
+                            buyers.send(&buyer, id, Action::AddInvoice, Some(pr)).await;
+                        } else {
+                            sellers.send(&seller, id, Action::Release, None).await;
+                        }
                         last_sent = Some(Instant::now());
                     }
                     None
@@ -324,7 +349,7 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
             Arc::new(Mutex::new(TradeRun {
                 seller: Keys::generate(),
                 buyer: Keys::generate(),
-                invoice: common::trade::invoice(&m.bob, SATS - FEE),
+                invoices: vec![common::trade::invoice(&m.bob, SATS - FEE)],
                 id: None,
                 phase: Phase::Posting,
                 hold: None,
@@ -349,6 +374,7 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
             sellers.clone(),
             buyers.clone(),
             m.alice.clone(),
+            m.bob.clone(),
             deadline,
         )));
     }
@@ -384,6 +410,33 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
     let closed = channels - m.alice.list_channels().len().min(channels);
     let closed = closed + channels - m.bob.list_channels().len().min(channels);
     eprintln!("faults: end: {end:?}; channels force-closed by the kills: {closed}");
+    // What an unfinished trade's traders last heard, for the one who reads a failure.
+    for r in &runs {
+        let r = r.lock().unwrap().clone();
+        if !matches!(r.phase, Phase::Done | Phase::Refunded) {
+            let heard = |desk: &Desk, k: &Keys| {
+                let inbox = desk.inbox.lock().unwrap();
+                let msgs = inbox.get(&k.public_key()).cloned().unwrap_or_default();
+                let tail: Vec<_> = msgs
+                    .iter()
+                    .rev()
+                    .take(4)
+                    .map(|m| {
+                        let k = m.get_inner_message_kind();
+                        format!("{:?} {:?}", k.action, k.payload)
+                    })
+                    .collect();
+                tail
+            };
+            eprintln!(
+                "faults: unfinished {:?} order {:?}: seller heard {:?}; buyer heard {:?}",
+                r.phase,
+                r.id,
+                heard(&sellers, &r.seller),
+                heard(&buyers, &r.buyer)
+            );
+        }
+    }
     assert!(
         end.iter()
             .all(|(p, _)| matches!(p, Phase::Done | Phase::Refunded)),
@@ -432,7 +485,11 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
         )
         .await
         .json();
-        let payout = paid(&m.bob, hash_of(&r.invoice), PaymentDirection::Inbound);
+        let payout: usize = r
+            .invoices
+            .iter()
+            .map(|i| paid(&m.bob, hash_of(i), PaymentDirection::Inbound))
+            .sum();
         let escrow = r.hold.as_deref().map_or(0, |h| {
             paid(&m.alice, hash_of(h), PaymentDirection::Outbound)
         });
