@@ -123,6 +123,23 @@ impl Desk {
         })
     }
 
+    /// The last `n` messages that arrived for `to`, newest first, as action and payload.
+    fn heard(&self, to: &Keys, n: usize) -> Vec<String> {
+        let inbox = self.inbox.lock().unwrap();
+        let msgs = inbox
+            .get(&to.public_key())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        msgs.iter()
+            .rev()
+            .take(n)
+            .map(|m| {
+                let k = m.get_inner_message_kind();
+                format!("{:?} {:?}", k.action, k.payload)
+            })
+            .collect()
+    }
+
     /// The first message with `action` that arrived for `to`.
     fn got(&self, to: &Keys, action: Action) -> Option<Message> {
         self.find(to, |m| {
@@ -261,13 +278,14 @@ async fn drive(
                     Some(Phase::Done)
                 } else {
                     let asked = buyers.count(&buyer, Action::AddInvoice);
-                    let given = run.lock().unwrap().invoices.len() - 1;
-                    if asked > given {
+                    let fresh = asked >= run.lock().unwrap().invoices.len();
+                    if fresh {
                         let inv = common::trade::invoice(&bob, SATS - FEE);
                         run.lock().unwrap().invoices.push(inv);
                     }
-                    if due || asked > given {
-                        if given > 0 || asked > given {
+                    if due || fresh {
+                        // Once asked for an invoice the trade is released: answer the ask.
+                        if asked > 0 {
                             let inv = run.lock().unwrap().invoices.last().cloned();
                             let pr = Payload::PaymentRequest(None, inv.unwrap(), None);
                             buyers.send(&buyer, id, Action::AddInvoice, Some(pr)).await;
@@ -414,26 +432,12 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
     for r in &runs {
         let r = r.lock().unwrap().clone();
         if !matches!(r.phase, Phase::Done | Phase::Refunded) {
-            let heard = |desk: &Desk, k: &Keys| {
-                let inbox = desk.inbox.lock().unwrap();
-                let msgs = inbox.get(&k.public_key()).cloned().unwrap_or_default();
-                let tail: Vec<_> = msgs
-                    .iter()
-                    .rev()
-                    .take(4)
-                    .map(|m| {
-                        let k = m.get_inner_message_kind();
-                        format!("{:?} {:?}", k.action, k.payload)
-                    })
-                    .collect();
-                tail
-            };
             eprintln!(
                 "faults: unfinished {:?} order {:?}: seller heard {:?}; buyer heard {:?}",
                 r.phase,
                 r.id,
-                heard(&sellers, &r.seller),
-                heard(&buyers, &r.buyer)
+                sellers.heard(&r.seller, 4),
+                buyers.heard(&r.buyer, 4)
             );
         }
     }
@@ -485,18 +489,46 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
         )
         .await
         .json();
-        let payout: usize = r
-            .invoices
-            .iter()
-            .map(|i| paid(&m.bob, hash_of(i), PaymentDirection::Inbound))
-            .sum();
-        let escrow = r.hold.as_deref().map_or(0, |h| {
-            paid(&m.alice, hash_of(h), PaymentDirection::Outbound)
+        // A sender hears of a claimed payment a moment after the box moved on (and, after a
+        // kill, may have marked it failed before the claim reached it): wait for the wallets
+        // to agree, with a deadline.
+        let counts = || {
+            let payout: usize = r
+                .invoices
+                .iter()
+                .map(|i| paid(&m.bob, hash_of(i), PaymentDirection::Inbound))
+                .sum();
+            let escrow = r.hold.as_deref().map_or(0, |h| {
+                paid(&m.alice, hash_of(h), PaymentDirection::Outbound)
+            });
+            (payout, escrow)
+        };
+        let expected = if r.phase == Phase::Done {
+            (1, 1)
+        } else {
+            (0, 0)
+        };
+        let until = Instant::now() + WAIT;
+        let mut seen = counts();
+        while seen != expected && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            seen = counts();
+        }
+        let seller_side = r.hold.as_deref().map(|h| {
+            let hash = hash_of(h);
+            m.alice.list_payments_with_filter(
+                |p| matches!(p.kind, PaymentKind::Bolt11 { hash: x, .. } if x == hash),
+            )
         });
+        let (payout, escrow) = seen;
         if r.phase == Phase::Done {
             done += 1;
             assert_eq!(o["status"], "success", "{o}");
-            assert_eq!((payout, escrow), (1, 1), "paid once, into escrow and out");
+            assert_eq!(
+                (payout, escrow),
+                (1, 1),
+                "paid once, into escrow and out; the seller's payment: {seller_side:?}"
+            );
         } else {
             assert_eq!(o["status"], "canceled", "{o}");
             assert_eq!((payout, escrow), (0, 0), "refunded: nothing moved");
