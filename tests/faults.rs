@@ -352,12 +352,26 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
     let kills = env_or("FAULT_KILLS", 1);
     let seed = env_or("FAULT_SEED", now() as u64) | 1;
     eprintln!("faults: {trades} trades, {kills} kills, FAULT_SEED={seed}");
+    // FAULT_TRACE=1 (with RUST_LOG=info,lightning=debug, say) also logs the traders' wallets,
+    // to put a payment's two sides next to each other; the box's log is its box.log.
+    if std::env::var_os("FAULT_TRACE").is_some() {
+        mostro_box::logging::init("text", true);
+    }
     // A kill -9 between LDK's write of a channel's monitor and of its channel manager makes
     // LDK force-close that channel at restart (rust-lightning #4286). So: several channels,
     // and a short wait for the seller's payment, so trades whose payment was caught in a
     // closing channel end refunded instead of waiting 15 minutes.
     let channels = trades.div_ceil(20).clamp(2, 4);
-    let (m, mut b) = process_market(channels, &["mostro.expiration_seconds=60"]).await;
+    // A payout caught in a closed channel fails once its HTLC times out on chain; the next
+    // attempt follows in 5 s, not a minute.
+    let (m, mut b) = process_market(
+        channels,
+        &[
+            "mostro.expiration_seconds=60",
+            "lightning.payment_retries_interval=5",
+        ],
+    )
+    .await;
     let node = mostro_box::keys::load(&m.dir).unwrap().public_key();
     let (alice_before, bob_before) = (ln_sats(&m.alice).await, ln_sats(&m.bob).await);
     let box_before = box_sats(&m).await;
@@ -398,13 +412,25 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
     }
 
     // Once a kill has force-closed a channel, its payments are settled on chain: the chain
-    // moves on (a block every 3 s) so they can.
+    // moves on (a block a second) while a transaction waits or a channel is closed, so they
+    // can: a payout's HTLC times out after about 40 blocks. (The box may close a channel its
+    // peer still lists for a minute, until they reconnect; its commitment transaction is in
+    // the mempool at once.)
     let miner = {
         let (chain, alice, bob) = (m.chain.clone(), m.alice.clone(), m.bob.clone());
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                if alice.list_channels().len() < channels || bob.list_channels().len() < channels {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let waiting = chain
+                    .rpc("getrawmempool", serde_json::json!([]))
+                    .await
+                    .ok()
+                    .and_then(|v| v.as_array().map(|a| !a.is_empty()))
+                    .unwrap_or(false);
+                if waiting
+                    || alice.list_channels().len() < channels
+                    || bob.list_channels().len() < channels
+                {
                     let _ = chain.mine(1).await;
                 }
             }
@@ -425,8 +451,11 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
     }
     miner.abort();
     let end = phases(&runs);
-    let closed = channels - m.alice.list_channels().len().min(channels);
-    let closed = closed + channels - m.bob.list_channels().len().min(channels);
+    // Closed as the box sees it (its peers may not have noticed yet).
+    let open = cli_ok(&m.dir, &["--json", "channel", "list"]).await.json()["channels"]
+        .as_array()
+        .map_or(0, |c| c.len());
+    let closed = (2 * channels).saturating_sub(open);
     eprintln!("faults: end: {end:?}; channels force-closed by the kills: {closed}");
     // What an unfinished trade's traders last heard, for the one who reads a failure.
     for r in &runs {
@@ -456,6 +485,25 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
         })
         .len()
     };
+    // First the wallets reconnect to the box, as a wallet does when it is opened (on its own
+    // ldk-node retries once a minute), so that what can settle off chain does: mining past a
+    // claimed HTLC's expiry while its payer is away would make the box claim it on chain, in a
+    // race with the payer's time-out.
+    let status = cli_ok(&m.dir, &["--json", "status"]).await.json();
+    let box_id: ldk_node::bitcoin::secp256k1::PublicKey = status["lightning"]["node_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let box_addr: ldk_node::lightning::ln::msgs::SocketAddress = status["lightning"]["listening"]
+        [0]
+    .as_str()
+    .unwrap()
+    .parse()
+    .unwrap();
+    for w in [&m.alice, &m.bob] {
+        w.connect(box_id, box_addr.clone(), true).unwrap();
+    }
     let deadline = Instant::now() + WAIT * 12;
     while pending(&m.alice) > 0 {
         assert!(

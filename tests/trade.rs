@@ -361,3 +361,62 @@ async fn replayed_and_racing_releases_pay_once() {
     });
     assert_eq!(paid.len(), 1, "exactly one payout left the node: {paid:#?}");
 }
+
+/// A force-close puts the seller's held payment on chain. `order show` then says so, with the
+/// block that decides it, and the trade still completes: at the release the box claims the
+/// payment on chain and pays the buyer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_payment_in_a_closed_channel_shows_on_chain_and_completes() {
+    let t = trade(&[]).await;
+    let (id, s, b) = active_trade(&t).await;
+    let alice = t.m.alice.node_id();
+    let chan =
+        t.m.b
+            .ln()
+            .list_channels()
+            .into_iter()
+            .find(|c| c.counterparty_node_id == alice)
+            .unwrap();
+    cli_ok(
+        &t.m.b.dir,
+        &["channel", "close", &chan.channel_id.to_string(), "--force"],
+    )
+    .await;
+    let show = || async {
+        cli_ok(&t.m.b.dir, &["--json", "order", "show", &id.to_string()])
+            .await
+            .json()
+    };
+    // Once the commitment transaction confirms, the held HTLC is an output of its own.
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    let waiting = loop {
+        let height = mine_and_sync(&t.m.b.chain, 1, &[t.m.b.ln(), &t.m.alice]).await;
+        let o = show().await;
+        if let Some(w) = o["on_chain"].as_array().and_then(|a| a.first()).cloned() {
+            break (w, height);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never on chain: {o}"
+        );
+    };
+    let (w, height) = waiting;
+    println!("at block {height} the order shows on chain: {w}");
+    assert_eq!(w["payment"], "escrow", "{w}");
+    assert_eq!(w["amount_sats"], AMOUNT + FEE, "{w}");
+    assert!(
+        w["until_block"].as_u64().unwrap() > height as u64 + 100,
+        "{w}"
+    );
+    assert_eq!(show().await["status"], "active");
+
+    // The release: the box claims on chain with the preimage, then pays the buyer.
+    fiat_sent(&t, id, s, b).await;
+    t.seller.send(s, Some(id), Action::Release, None).await;
+    t.buyer.expect(b, Action::Released).await;
+    let deadline = tokio::time::Instant::now() + WAIT * 6;
+    while show().await["status"] != "success" {
+        assert!(tokio::time::Instant::now() < deadline, "{}", show().await);
+        mine_and_sync(&t.m.b.chain, 1, &[t.m.b.ln(), &t.m.alice]).await;
+    }
+}

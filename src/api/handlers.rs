@@ -554,7 +554,74 @@ fn order_show(ctx: &ApiContext, query: &str) -> Result<Value, ApiError> {
         .order(uuid)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no order {uuid}")))?;
-    order_view(&o)
+    let mut v = order_view(&o)?;
+    v["on_chain"] = on_chain(ctx, &o);
+    Ok(v)
+}
+
+/// The order's payments that wait on chain in a force-closed channel, each with the block that
+/// decides it: the operator's answer to "why is this trade not finished?" (such a payment
+/// takes blocks, not seconds, and the box logs nothing while it waits).
+fn on_chain(ctx: &ApiContext, o: &Order) -> Value {
+    use crate::engine::order::PayoutState;
+    use ldk_node::LightningBalance as B;
+    let mut ours = Vec::new();
+    if let Some(e) = &o.trade.escrow {
+        ours.push(("escrow", e.hash()));
+    }
+    if let Some(PayoutState::Paying { hash, .. }) = o.trade.payout.as_ref().map(|p| &p.state) {
+        ours.push(("payout", *hash));
+    }
+    let balances = ctx.lightning.node().list_balances().lightning_balances;
+    let waiting: Vec<Value> = balances
+        .iter()
+        .filter_map(|b| {
+            let (hash, sats, block, what) = match b {
+                B::ContentiousClaimable {
+                    payment_hash,
+                    amount_satoshis,
+                    timeout_height,
+                    ..
+                } => (
+                    payment_hash,
+                    amount_satoshis,
+                    timeout_height,
+                    "the box is claiming it on chain; from this block the payer could take it back",
+                ),
+                B::MaybeTimeoutClaimableHTLC {
+                    payment_hash,
+                    amount_satoshis,
+                    claimable_height,
+                    ..
+                } => (
+                    payment_hash,
+                    amount_satoshis,
+                    claimable_height,
+                    "the payee can claim it on chain; from this block it comes back to the box",
+                ),
+                B::MaybePreimageClaimableHTLC {
+                    payment_hash,
+                    amount_satoshis,
+                    expiry_height,
+                    ..
+                } => (
+                    payment_hash,
+                    amount_satoshis,
+                    expiry_height,
+                    "held on chain without a claim; from this block it goes back to the payer",
+                ),
+                _ => return None,
+            };
+            let (payment, _) = ours.iter().find(|(_, h)| h.0 == hash.0)?;
+            Some(json!({
+                "payment": payment,
+                "amount_sats": sats,
+                "until_block": block,
+                "what": what,
+            }))
+        })
+        .collect();
+    Value::Array(waiting)
 }
 
 /// An order as the operator sees it: everything but the escrow's preimage, which must stay

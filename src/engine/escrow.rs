@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ldk_node::lightning_invoice::Bolt11Invoice;
 use mostro_core::prelude::{Action, Payload, PaymentFailedInfo, Status};
 use nostr::PublicKey;
 use redb::ReadableTable;
@@ -234,14 +235,20 @@ impl Engine {
                 PayoutState::Paying {
                     invoice,
                     hash,
-                    sent: false,
-                } => Some(self.send_payout(order, invoice, *hash).await),
-                PayoutState::Paying {
-                    hash, sent: true, ..
-                } => ln
-                    .payment(*hash)
-                    .filter(|o| *o != PayOutcome::Pending)
-                    .map(|o| PayoutFact::Ended(*hash, o)),
+                    sent,
+                } => match ln.payment(*hash) {
+                    Some(o) if o != PayOutcome::Pending => Some(PayoutFact::Ended(*hash, o)),
+                    // Not ended: send. Harmless while it is in flight, and after a crash it
+                    // sends again a payment the node lost before it left (`Lightning::pay`).
+                    _ => match self.send_payout(order, invoice, *hash).await {
+                        fact if !sent => Some(fact),
+                        PayoutFact::NotSent(_, reason) => {
+                            tracing::warn!(order = %order.id, "payout: cannot resume: {reason}");
+                            None
+                        }
+                        _ => None,
+                    },
+                },
                 _ => None,
             };
         }
@@ -281,15 +288,18 @@ impl Engine {
         }
     }
 
+    /// Pays the payout invoice. It was checked when it was chosen; it is not checked again
+    /// here, so that a payment sent before a crash is never refused on resuming (an invoice
+    /// that has expired since is refused by the node itself, as a failed attempt).
     async fn send_payout(&self, order: &Order, invoice: &str, hash: PaymentHash) -> PayoutFact {
-        let amount_msat = order.buyer_total() as u64 * 1000;
-        let inv = match self.ln.check_invoice(invoice, Some(amount_msat), 0) {
+        let inv = match invoice.parse::<Bolt11Invoice>() {
             Ok(inv) => inv,
-            Err(e) => return PayoutFact::NotSent(hash, e.to_string()),
+            Err(e) => return PayoutFact::NotSent(hash, format!("unreadable invoice: {e}")),
         };
+        let amount_msat = order.buyer_total() as u64 * 1000;
         let amount = inv.amount_milli_satoshis().is_none().then_some(amount_msat);
         let cap = routing_fee_cap(order.buyer_total(), self.settings.mostro.max_routing_fee);
-        match self.ln.pay(&inv, amount, cap * 1000) {
+        match self.ln.pay(&inv, amount, cap * 1000).await {
             Ok(_) => {
                 crash_point("after-pay").await;
                 PayoutFact::Sent(hash)

@@ -1,6 +1,6 @@
 //! The embedded ldk-node: start-up, the event loop, the hold-invoice guard and reconciliation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,12 +26,14 @@ use super::{
     PaymentHash, Preimage,
 };
 use crate::config::LightningSettings;
-use crate::store::{decode, encode, Store, StoreError, HOLDS, OPEN_HOLDS};
+use crate::store::{decode, encode, Store, StoreError, HOLDS, OPEN_HOLDS, PAYMENTS};
 
 /// Directory under the data dir where ldk-node keeps its own state.
 pub const LDK_DIR: &str = "lightning";
 /// How often the guard looks at the chain tip.
 const GUARD_TICK: Duration = Duration::from_secs(1);
+/// How long a settle waits for the node to confirm its claim (milliseconds when all is well).
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
 /// The box's Lightning node.
 pub struct LdkNode {
@@ -43,8 +45,9 @@ pub struct LdkNode {
     /// Hold invoices not yet final, mirrored from `OPEN_HOLDS`. Every change goes through
     /// [`LdkNode::transition`], which writes redb first.
     watched: tokio::sync::Mutex<HashMap<PaymentHash, HoldRecord>>,
-    /// Reasons of failed outgoing payments (LDK's payment store keeps only "failed").
-    failures: Mutex<HashMap<PaymentHash, String>>,
+    /// Outgoing payments LDK has taken (or already had) since this process started, and that
+    /// have not ended: sending them again would do nothing (see [`LdkNode::send`]).
+    in_flight: Mutex<HashSet<PaymentHash>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -104,7 +107,7 @@ impl LdkNode {
             settings: settings.clone(),
             events,
             watched: tokio::sync::Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
         });
         this.reconcile().await?;
@@ -298,19 +301,20 @@ impl LdkNode {
                 fee_paid_msat,
                 ..
             } => {
-                let _ = self.events.send(LnEvent::Paid {
-                    hash: PaymentHash(payment_hash.0),
-                    outcome: PayOutcome::Succeeded {
-                        fee_msat: fee_paid_msat.unwrap_or(0),
-                    },
-                });
+                let outcome = PayOutcome::Succeeded {
+                    fee_msat: fee_paid_msat.unwrap_or(0),
+                };
+                self.payment_ended(PaymentHash(payment_hash.0), outcome)
+                    .await?;
             }
             Event::PaymentFailed {
                 payment_hash: Some(payment_hash),
                 reason,
                 ..
             } => {
-                self.payment_failed(PaymentHash(payment_hash.0), failure_reason(reason));
+                let reason = failure_reason(reason);
+                self.payment_ended(PaymentHash(payment_hash.0), PayOutcome::Failed { reason })
+                    .await?;
             }
             Event::ChannelPending { channel_id, .. } => self.channel_event(channel_id, "pending"),
             Event::ChannelReady { channel_id, .. } => self.channel_event(channel_id, "ready"),
@@ -320,16 +324,57 @@ impl LdkNode {
         Ok(())
     }
 
-    /// Remembers why an outgoing payment failed and tells listeners.
-    fn payment_failed(&self, hash: PaymentHash, reason: String) {
-        self.failures
-            .lock()
-            .expect("failures lock")
-            .insert(hash, reason.clone());
+    /// Records how an outgoing payment ended (redb first), then tells listeners. A success is
+    /// never overwritten: LDK may report a late failure of a payment that succeeded.
+    async fn payment_ended(
+        &self,
+        hash: PaymentHash,
+        outcome: PayOutcome,
+    ) -> Result<(), LightningError> {
+        let stored = outcome.clone();
+        let recorded = self
+            .store
+            .writer()
+            .write(move |txn| {
+                let mut t = txn.open_table(PAYMENTS)?;
+                let before: Option<PayOutcome> = match t.get(&hash.0)? {
+                    Some(v) => Some(decode("payments", v.value())?),
+                    None => None,
+                };
+                if let Some(s @ PayOutcome::Succeeded { .. }) = before {
+                    return Ok(s);
+                }
+                t.insert(&hash.0, encode(&stored).as_slice())?;
+                Ok(stored)
+            })
+            .await?;
+        self.in_flight.lock().expect("in-flight lock").remove(&hash);
         let _ = self.events.send(LnEvent::Paid {
             hash,
-            outcome: PayOutcome::Failed { reason },
+            outcome: recorded,
         });
+        Ok(())
+    }
+
+    /// The recorded outcome of an outgoing payment, if it has ended.
+    fn payment_outcome(&self, hash: PaymentHash) -> Result<Option<PayOutcome>, LightningError> {
+        self.record(PAYMENTS, "payments", hash)
+    }
+
+    /// One JSON record of a table keyed by payment hash.
+    fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        table: redb::TableDefinition<&[u8; 32], &[u8]>,
+        name: &'static str,
+        hash: PaymentHash,
+    ) -> Result<Option<T>, LightningError> {
+        let read = self.store.read()?;
+        let table = read.open_table(table).map_err(StoreError::from)?;
+        let rec = table.get(&hash.0).map_err(StoreError::from)?;
+        Ok(match rec {
+            Some(bytes) => Some(decode(name, bytes.value())?),
+            None => None,
+        })
     }
 
     fn channel_event(&self, id: ldk_node::lightning::ln::types::ChannelId, state: &'static str) {
@@ -444,13 +489,7 @@ impl LdkNode {
     }
 
     fn stored_hold(&self, hash: PaymentHash) -> Result<Option<HoldRecord>, LightningError> {
-        let read = self.store.read()?;
-        let table = read.open_table(HOLDS).map_err(StoreError::from)?;
-        let rec = table.get(&hash.0).map_err(StoreError::from)?;
-        Ok(match rec {
-            Some(bytes) => Some(decode("holds", bytes.value())?),
-            None => None,
-        })
+        self.record(HOLDS, "holds", hash)
     }
 
     async fn create_hold(&self, req: HoldRequest) -> Result<String, LightningError> {
@@ -478,19 +517,54 @@ impl LdkNode {
         Ok(invoice.to_string())
     }
 
+    /// Claims a held payment and waits for the node to confirm it. The hold is settled by the
+    /// event that confirms it (`PaymentReceived`), never by the claim alone: after a crash
+    /// LDK can have lost a payment it once held, and then the claim does nothing. Marking the
+    /// hold settled anyway would make the box pay the buyer with sats it never got.
     async fn settle(&self, preimage: Preimage) -> Result<(), LightningError> {
         let hash = preimage.hash();
-        let mut watched = self.watched.lock().await;
-        let rec = self.watched_or_err(&watched, hash, "settled")?;
-        let HoldState::Held { amount_msat, .. } = rec.state else {
-            return Err(wrong_state(&rec, "settled"));
+        let mut events = self.events.subscribe();
+        {
+            let watched = self.watched.lock().await;
+            let rec = self.watched_or_err(&watched, hash, "settled")?;
+            let HoldState::Held { amount_msat, .. } = rec.state else {
+                return Err(wrong_state(&rec, "settled"));
+            };
+            self.node.bolt11_payment().claim_for_hash(
+                LdkHash(hash.0),
+                amount_msat,
+                PaymentPreimage(preimage.0),
+            )?;
+        }
+        let settled = || {
+            self.stored_hold(hash)
+                .map(|r| r.is_some_and(|r| r.state == HoldState::Settled))
         };
-        self.node.bolt11_payment().claim_for_hash(
-            LdkHash(hash.0),
-            amount_msat,
-            PaymentPreimage(preimage.0),
-        )?;
-        self.transition(&mut watched, rec, HoldState::Settled).await
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(LnEvent::HoldSettled { hash: h }) if h == hash => {
+                        return Ok::<_, LightningError>(true)
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if settled()? {
+                            return Ok(true);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(false),
+                }
+            }
+        };
+        let confirmed = match tokio::time::timeout(CLAIM_WAIT, wait).await {
+            Ok(r) => r?,
+            Err(_) => settled()?,
+        };
+        if confirmed {
+            Ok(())
+        } else {
+            Err(LightningError::NotClaimed(hash))
+        }
     }
 
     async fn cancel(&self, hash: PaymentHash) -> Result<(), LightningError> {
@@ -536,6 +610,92 @@ fn wrong_state(rec: &HoldRecord, action: &'static str) -> LightningError {
     }
 }
 
+impl LdkNode {
+    /// Sends a payment, or leaves it be if it is in flight or paid: LDK refuses a payment id
+    /// (here the payment hash) that it has in flight or has just paid, so a second call is
+    /// harmless. What LDK cannot catch: after a crash, ldk-node's record can say "pending" for
+    /// a payment LDK never kept (its channel manager was saved before the payment started,
+    /// ldk-node #171). That payment never left the node and nothing would ever end it, so a
+    /// record left "pending" by an earlier run is dropped and the payment sent again. If LDK
+    /// does still have the payment it refuses, and the outcome comes from its events as usual,
+    /// recorded in redb.
+    async fn send(
+        &self,
+        invoice: &Bolt11Invoice,
+        amount_msat: Option<u64>,
+        max_fee_msat: u64,
+    ) -> Result<PaymentHash, LightningError> {
+        use ldk_node::bitcoin::hashes::Hash;
+        let hash = PaymentHash(invoice.payment_hash().to_byte_array());
+        let id = PaymentId(hash.0);
+        // In this order: an outcome is recorded before the payment leaves `in_flight`.
+        if self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .contains(&hash)
+        {
+            return Ok(hash);
+        }
+        match self.payment_outcome(hash)? {
+            Some(PayOutcome::Succeeded { .. }) => return Ok(hash),
+            // A new attempt after a failure: it gets an outcome of its own.
+            Some(_) => self.forget_outcome(hash).await?,
+            None => {}
+        }
+        let stale = self.node.payment(&id).is_some_and(|p| {
+            p.direction == PaymentDirection::Outbound && p.status == PaymentStatus::Pending
+        });
+        if stale {
+            tracing::info!(
+                "Lightning: payment {hash} was in flight before the restart; sending it again \
+                 unless the node still has it"
+            );
+            self.node.remove_payment(&id)?;
+        }
+        let params = RouteParametersConfig {
+            max_total_routing_fee_msat: Some(max_fee_msat),
+            ..Default::default()
+        };
+        let bolt11 = self.node.bolt11_payment();
+        let sent = match (invoice.amount_milli_satoshis(), amount_msat) {
+            (Some(_), _) => bolt11.send(invoice, Some(params)),
+            (None, Some(amount)) => bolt11.send_using_amount(invoice, amount, Some(params)),
+            (None, None) => return Err(InvoiceError::WrongAmount.into()),
+        };
+        match sent {
+            Ok(_) | Err(NodeError::DuplicatePayment) => {
+                self.in_flight.lock().expect("in-flight lock").insert(hash);
+                Ok(hash)
+            }
+            Err(NodeError::PaymentSendingFailed) => {
+                // LDK did not start it: no route at all, or the invoice has expired.
+                let reason = format!(
+                    "no route to {} for this amount within a {} msat fee limit, or the invoice \
+                     has expired",
+                    invoice.recover_payee_pub_key(),
+                    max_fee_msat
+                );
+                self.payment_ended(hash, PayOutcome::Failed { reason })
+                    .await?;
+                Ok(hash)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn forget_outcome(&self, hash: PaymentHash) -> Result<(), LightningError> {
+        self.store
+            .writer()
+            .write(move |txn| {
+                txn.open_table(PAYMENTS)?.remove(&hash.0)?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}
+
 impl super::Lightning for LdkNode {
     fn create_hold_invoice(&self, req: HoldRequest) -> LnFuture<'_, String> {
         Box::pin(self.create_hold(req))
@@ -553,60 +713,33 @@ impl super::Lightning for LdkNode {
         self.stored_hold(hash)
     }
 
-    fn pay(
-        &self,
-        invoice: &Bolt11Invoice,
+    fn pay<'a>(
+        &'a self,
+        invoice: &'a Bolt11Invoice,
         amount_msat: Option<u64>,
         max_fee_msat: u64,
-    ) -> Result<PaymentHash, LightningError> {
-        use ldk_node::bitcoin::hashes::Hash;
-        let hash = PaymentHash(invoice.payment_hash().to_byte_array());
-        let params = RouteParametersConfig {
-            max_total_routing_fee_msat: Some(max_fee_msat),
-            ..Default::default()
-        };
-        let bolt11 = self.node.bolt11_payment();
-        let sent = match (invoice.amount_milli_satoshis(), amount_msat) {
-            (Some(_), _) => bolt11.send(invoice, Some(params)),
-            (None, Some(amount)) => bolt11.send_using_amount(invoice, amount, Some(params)),
-            (None, None) => return Err(InvoiceError::WrongAmount.into()),
-        };
-        match sent {
-            // Already paid or in flight: the node never pays one invoice twice, and its outcome
-            // is what `payment` reports.
-            Ok(_) | Err(NodeError::DuplicatePayment) => Ok(hash),
-            Err(NodeError::PaymentSendingFailed) => {
-                // LDK found no route at all (it records the payment as failed).
-                let reason = format!(
-                    "no route to {} for this amount within a {} msat fee limit",
-                    invoice.recover_payee_pub_key(),
-                    max_fee_msat
-                );
-                self.payment_failed(hash, reason);
-                Ok(hash)
-            }
-            Err(e) => Err(e.into()),
-        }
+    ) -> LnFuture<'a, PaymentHash> {
+        Box::pin(self.send(invoice, amount_msat, max_fee_msat))
     }
 
     fn payment(&self, hash: PaymentHash) -> Option<PayOutcome> {
+        match self.payment_outcome(hash) {
+            Ok(Some(outcome)) => return Some(outcome),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("Lightning: cannot read payment {hash}: {e}");
+                return Some(PayOutcome::Pending);
+            }
+        }
         let p = self.node.payment(&PaymentId(hash.0))?;
         if p.direction != PaymentDirection::Outbound {
             return None;
         }
         Some(match p.status {
-            PaymentStatus::Pending => PayOutcome::Pending,
+            // Its outcome is recorded in redb when the event comes (or came) in.
+            PaymentStatus::Pending | PaymentStatus::Failed => PayOutcome::Pending,
             PaymentStatus::Succeeded => PayOutcome::Succeeded {
                 fee_msat: p.fee_paid_msat.unwrap_or(0),
-            },
-            PaymentStatus::Failed => PayOutcome::Failed {
-                reason: self
-                    .failures
-                    .lock()
-                    .expect("failures lock")
-                    .get(&hash)
-                    .cloned()
-                    .unwrap_or_else(|| "failed".into()),
             },
         })
     }

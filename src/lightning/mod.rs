@@ -245,6 +245,12 @@ pub enum LightningError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The node has not confirmed claiming a held payment (yet).
+    #[error(
+        "the Lightning node has not confirmed claiming the held payment {0}; it is tried again, \
+         and cancelled at its deadline if the node never claims it"
+    )]
+    NotClaimed(PaymentHash),
     /// The invoice is unusable.
     #[error(transparent)]
     Invoice(#[from] InvoiceError),
@@ -277,7 +283,8 @@ pub trait Lightning: Send + Sync {
     /// Creates a hold invoice for `req.hash` whose payment stays held for the configured window,
     /// records it, and returns the BOLT11 text to hand to the payer.
     fn create_hold_invoice(&self, req: HoldRequest) -> LnFuture<'_, String>;
-    /// Settles a held payment with its preimage.
+    /// Settles a held payment with its preimage, returning once the node has claimed it (an
+    /// error if it has not confirmed the claim within a few seconds: ask again later).
     fn settle_hold(&self, preimage: Preimage) -> LnFuture<'_, ()>;
     /// Cancels a hold invoice; a held payment goes back to the payer.
     fn cancel_hold(&self, hash: PaymentHash) -> LnFuture<'_, ()>;
@@ -285,12 +292,14 @@ pub trait Lightning: Send + Sync {
     fn hold(&self, hash: PaymentHash) -> Result<Option<HoldRecord>, LightningError>;
     /// Starts paying `invoice` (with `amount_msat` when it has none) for at most `max_fee_msat`
     /// in routing fees; the outcome arrives as [`LnEvent::Paid`] and via [`Lightning::payment`].
-    fn pay(
-        &self,
-        invoice: &Bolt11Invoice,
+    /// Safe to call again for the same invoice, also after a crash: a payment in flight or paid
+    /// is never sent twice, and one the node lost before it left is sent again.
+    fn pay<'a>(
+        &'a self,
+        invoice: &'a Bolt11Invoice,
         amount_msat: Option<u64>,
         max_fee_msat: u64,
-    ) -> Result<PaymentHash, LightningError>;
+    ) -> LnFuture<'a, PaymentHash>;
     /// Where an outgoing payment stands (`None`: the node never tried it).
     fn payment(&self, hash: PaymentHash) -> Option<PayOutcome>;
     /// Checks an invoice the box is asked to pay: the node's network, the amount due (if
@@ -316,7 +325,7 @@ pub async fn pay_and_wait(
     timeout: Duration,
 ) -> Result<PayOutcome, LightningError> {
     let mut events = ln.subscribe();
-    let hash = ln.pay(invoice, amount_msat, max_fee_msat)?;
+    let hash = ln.pay(invoice, amount_msat, max_fee_msat).await?;
     let wait = async {
         loop {
             if let Some(done) = ln.payment(hash).filter(|o| *o != PayOutcome::Pending) {

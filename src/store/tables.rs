@@ -66,6 +66,10 @@ pub const HOLDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("holds
 /// only this, so it does not slow down as finished trades pile up.
 pub const OPEN_HOLDS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("open_holds");
 
+/// How the box's outgoing payments ended, as JSON [`crate::lightning::PayOutcome`]s, written
+/// from the node's events before they are acknowledged. ldk-node's own record of a payment can
+/// be gone (see `LdkNode::pay`), and the payout must never be made twice.
+pub const PAYMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("payments");
 /// Which order a payment hash belongs to (escrow hold invoices and buyer payouts), so a
 /// Lightning event finds its trade.
 pub const HASHES: TableDefinition<&[u8; 32], u128> = TableDefinition::new("hashes");
@@ -98,6 +102,7 @@ pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError>
     txn.open_table(LN_WATCH)?;
     txn.open_table(CANCEL_HOLDS)?;
     txn.open_table(ESCROW_DEADLINES)?;
+    txn.open_table(PAYMENTS)?;
     Ok(())
 }
 
@@ -120,7 +125,7 @@ pub(super) fn copy_all(
     }
     copy!(META, EVENTS, INBOX, PROCESSED, ORDERS, TIMERS, USERS, DISPUTES, OUTBOX, HOLDS);
     copy!(OPEN_HOLDS, HASHES, LN_WATCH, CANCEL_HOLDS, ESCROW_DEADLINES);
-    copy!(OPEN_ORDERS, ORDER_STATS);
+    copy!(OPEN_ORDERS, ORDER_STATS, PAYMENTS);
     let src = from.open_multimap_table(IDENTITY_ORDERS)?;
     let mut dst = to.open_multimap_table(IDENTITY_ORDERS)?;
     for entry in src.iter()? {
