@@ -107,10 +107,12 @@ async fn hold_invoice_is_held_then_settled_or_cancelled_with_exact_balances() {
         "alice paid {alice_paid}"
     );
     println!("alice paid {alice_paid} sats for a 50000-sat hold");
-    assert_eq!(
-        ln.hold(preimage.hash()).unwrap().unwrap().state,
-        HoldState::Settled
-    );
+    // The hold is settled once the box hears LDK confirm the claim (its own event).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ln.hold(preimage.hash()).unwrap().unwrap().state != HoldState::Settled {
+        assert!(tokio::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // Settling twice is refused with the state named.
     let again = ln.settle_hold(preimage).await.unwrap_err().to_string();
     assert!(again.contains("settled"), "{again}");

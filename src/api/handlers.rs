@@ -447,11 +447,23 @@ async fn hold_settle(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError>
     let bytes = <[u8; 32]>::from_hex(text.trim())
         .map_err(|_| ApiError::bad(format!("{text} is not a 64-hex-digit preimage")))?;
     let preimage = Preimage(bytes);
+    let hash = preimage.hash();
     ctx.lightning
         .settle_hold(preimage)
         .await
         .map_err(hold_err)?;
-    Ok(json!({ "settled": preimage.hash() }))
+    // Settled once the node confirms the claim, which takes milliseconds when all is well.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = ctx.lightning.hold(hash).map_err(hold_err)?.map(|r| r.state);
+        if state == Some(HoldState::Settled) {
+            return Ok(json!({ "settled": hash }));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(hold_err(LightningError::NotClaimed(hash)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn hold_cancel(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {

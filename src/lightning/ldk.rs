@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ldk_node::bitcoin::secp256k1::{PublicKey, SecretKey};
 use ldk_node::lightning::events::PaymentFailureReason;
@@ -32,7 +32,8 @@ use crate::store::{decode, encode, Store, StoreError, HOLDS, OPEN_HOLDS, PAYMENT
 pub const LDK_DIR: &str = "lightning";
 /// How often the guard looks at the chain tip.
 const GUARD_TICK: Duration = Duration::from_secs(1);
-/// How long a settle waits for the node to confirm its claim (milliseconds when all is well).
+/// How long the node may take to confirm claiming a held payment (milliseconds when all is
+/// well) before a repeated settle reports it.
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
 /// The box's Lightning node.
@@ -48,6 +49,8 @@ pub struct LdkNode {
     /// Outgoing payments LDK has taken (or already had) since this process started, and that
     /// have not ended: sending them again would do nothing (see [`LdkNode::send`]).
     in_flight: Mutex<HashSet<PaymentHash>>,
+    /// Held payments the box asked LDK to claim, since when (until LDK confirms).
+    claims: Mutex<HashMap<PaymentHash, Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -108,6 +111,7 @@ impl LdkNode {
             events,
             watched: tokio::sync::Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
+            claims: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
         this.reconcile().await?;
@@ -191,6 +195,7 @@ impl LdkNode {
         };
         if rec.state.is_final() {
             watched.remove(&rec.hash);
+            self.claims.lock().expect("claims lock").remove(&rec.hash);
         } else {
             watched.insert(rec.hash, rec);
         }
@@ -517,54 +522,33 @@ impl LdkNode {
         Ok(invoice.to_string())
     }
 
-    /// Claims a held payment and waits for the node to confirm it. The hold is settled by the
-    /// event that confirms it (`PaymentReceived`), never by the claim alone: after a crash
-    /// LDK can have lost a payment it once held, and then the claim does nothing. Marking the
-    /// hold settled anyway would make the box pay the buyer with sats it never got.
+    /// Asks LDK to claim a held payment. The hold is settled by the event that confirms the
+    /// claim (`PaymentReceived`), never by the request alone: after a crash LDK can have lost a
+    /// payment it once held, and then the claim does nothing; marking the hold settled anyway
+    /// would make the box pay the buyer with sats it never got. A claim still unconfirmed
+    /// [`CLAIM_WAIT`] after the first request is reported as an error each time it is repeated.
     async fn settle(&self, preimage: Preimage) -> Result<(), LightningError> {
         let hash = preimage.hash();
-        let mut events = self.events.subscribe();
-        {
-            let watched = self.watched.lock().await;
-            let rec = self.watched_or_err(&watched, hash, "settled")?;
-            let HoldState::Held { amount_msat, .. } = rec.state else {
-                return Err(wrong_state(&rec, "settled"));
-            };
-            self.node.bolt11_payment().claim_for_hash(
-                LdkHash(hash.0),
-                amount_msat,
-                PaymentPreimage(preimage.0),
-            )?;
+        let watched = self.watched.lock().await;
+        let rec = self.watched_or_err(&watched, hash, "settled")?;
+        let HoldState::Held { amount_msat, .. } = rec.state else {
+            return Err(wrong_state(&rec, "settled"));
+        };
+        self.node.bolt11_payment().claim_for_hash(
+            LdkHash(hash.0),
+            amount_msat,
+            PaymentPreimage(preimage.0),
+        )?;
+        let first = *self
+            .claims
+            .lock()
+            .expect("claims lock")
+            .entry(hash)
+            .or_insert_with(Instant::now);
+        if first.elapsed() > CLAIM_WAIT {
+            return Err(LightningError::NotClaimed(hash));
         }
-        let settled = || {
-            self.stored_hold(hash)
-                .map(|r| r.is_some_and(|r| r.state == HoldState::Settled))
-        };
-        let wait = async {
-            loop {
-                match events.recv().await {
-                    Ok(LnEvent::HoldSettled { hash: h }) if h == hash => {
-                        return Ok::<_, LightningError>(true)
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if settled()? {
-                            return Ok(true);
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(false),
-                }
-            }
-        };
-        let confirmed = match tokio::time::timeout(CLAIM_WAIT, wait).await {
-            Ok(r) => r?,
-            Err(_) => settled()?,
-        };
-        if confirmed {
-            Ok(())
-        } else {
-            Err(LightningError::NotClaimed(hash))
-        }
+        Ok(())
     }
 
     async fn cancel(&self, hash: PaymentHash) -> Result<(), LightningError> {

@@ -247,8 +247,8 @@ pub enum LightningError {
     Store(#[from] StoreError),
     /// The node has not confirmed claiming a held payment (yet).
     #[error(
-        "the Lightning node has not confirmed claiming the held payment {0}; it is tried again, \
-         and cancelled at its deadline if the node never claims it"
+        "the Lightning node has not confirmed claiming the held payment {0}; the buyer is paid \
+         once it does, and the payment goes back to the seller at its deadline if it never does"
     )]
     NotClaimed(PaymentHash),
     /// The invoice is unusable.
@@ -283,8 +283,9 @@ pub trait Lightning: Send + Sync {
     /// Creates a hold invoice for `req.hash` whose payment stays held for the configured window,
     /// records it, and returns the BOLT11 text to hand to the payer.
     fn create_hold_invoice(&self, req: HoldRequest) -> LnFuture<'_, String>;
-    /// Settles a held payment with its preimage, returning once the node has claimed it (an
-    /// error if it has not confirmed the claim within a few seconds: ask again later).
+    /// Asks the node to claim a held payment with its preimage. The hold becomes settled, and
+    /// [`LnEvent::HoldSettled`] goes out, once the node confirms the claim; asking again is
+    /// harmless, and an error once the first request has gone unconfirmed for a while.
     fn settle_hold(&self, preimage: Preimage) -> LnFuture<'_, ()>;
     /// Cancels a hold invoice; a held payment goes back to the payer.
     fn cancel_hold(&self, hash: PaymentHash) -> LnFuture<'_, ()>;
