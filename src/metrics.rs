@@ -181,7 +181,9 @@ impl Metrics {
             .await
             .iter()
             .filter_map(|h| match h.state {
-                HoldState::Held { deadline, .. } => Some(deadline),
+                HoldState::Held { deadline, .. } | HoldState::Claiming { deadline, .. } => {
+                    Some(deadline)
+                }
                 _ => None,
             })
             .collect();

@@ -483,6 +483,7 @@ async fn hold_list(ctx: &ApiContext) -> Result<Value, ApiError> {
             let (state, deadline) = match h.state {
                 HoldState::Open => ("open", None),
                 HoldState::Held { deadline, .. } => ("held", Some(deadline)),
+                HoldState::Claiming { deadline, .. } => ("claiming", Some(deadline)),
                 HoldState::Settled => ("settled", None),
                 HoldState::Cancelled { .. } => ("cancelled", None),
             };

@@ -217,7 +217,10 @@ impl Engine {
                 }
                 (EscrowState::Issuing, Some(rec)) => f.issued = Some(rec.invoice),
                 (EscrowState::Settling, Some(rec))
-                    if matches!(rec.state, HoldState::Held { .. }) =>
+                    if matches!(
+                        rec.state,
+                        HoldState::Held { .. } | HoldState::Claiming { .. }
+                    ) =>
                 {
                     crash_point("before-settle").await;
                     if let Err(err) = ln.settle_hold(e.preimage).await {
@@ -232,22 +235,27 @@ impl Engine {
         if let Some(p) = &order.trade.payout {
             f.payout = match &p.state {
                 PayoutState::Due => Some(self.resolve_payout(order).await),
+                // A new attempt.
                 PayoutState::Paying {
                     invoice,
                     hash,
-                    sent,
+                    sent: false,
+                } => Some(self.send_payout(order, invoice, *hash, true).await),
+                PayoutState::Paying {
+                    invoice,
+                    hash,
+                    sent: true,
                 } => match ln.payment(*hash) {
                     Some(o) if o != PayOutcome::Pending => Some(PayoutFact::Ended(*hash, o)),
-                    // Not ended: send. Harmless while it is in flight, and after a crash it
-                    // sends again a payment the node lost before it left (`Lightning::pay`).
-                    _ => match self.send_payout(order, invoice, *hash).await {
-                        fact if !sent => Some(fact),
-                        PayoutFact::NotSent(_, reason) => {
+                    // Still in flight: resuming it is harmless, and after a crash it sends again
+                    // a payment the node lost before it left (`Lightning::pay`).
+                    _ => {
+                        let resumed = self.send_payout(order, invoice, *hash, false).await;
+                        if let PayoutFact::NotSent(_, reason) = resumed {
                             tracing::warn!(order = %order.id, "payout: cannot resume: {reason}");
-                            None
                         }
-                        _ => None,
-                    },
+                        None
+                    }
                 },
                 _ => None,
             };
@@ -291,7 +299,13 @@ impl Engine {
     /// Pays the payout invoice. It was checked when it was chosen; it is not checked again
     /// here, so that a payment sent before a crash is never refused on resuming (an invoice
     /// that has expired since is refused by the node itself, as a failed attempt).
-    async fn send_payout(&self, order: &Order, invoice: &str, hash: PaymentHash) -> PayoutFact {
+    async fn send_payout(
+        &self,
+        order: &Order,
+        invoice: &str,
+        hash: PaymentHash,
+        fresh: bool,
+    ) -> PayoutFact {
         let inv = match invoice.parse::<Bolt11Invoice>() {
             Ok(inv) => inv,
             Err(e) => return PayoutFact::NotSent(hash, format!("unreadable invoice: {e}")),
@@ -299,7 +313,7 @@ impl Engine {
         let amount_msat = order.buyer_total() as u64 * 1000;
         let amount = inv.amount_milli_satoshis().is_none().then_some(amount_msat);
         let cap = routing_fee_cap(order.buyer_total(), self.settings.mostro.max_routing_fee);
-        match self.ln.pay(&inv, amount, cap * 1000).await {
+        match self.ln.pay(&inv, amount, cap * 1000, fresh).await {
             Ok(_) => {
                 crash_point("after-pay").await;
                 PayoutFact::Sent(hash)
@@ -337,7 +351,8 @@ impl Engine {
                         Err(e) => tracing::warn!("escrow: cannot cancel hold {hash}: {e}"),
                     }
                 }
-                // Never issued, or already over: nothing left to give back.
+                // Never issued, or already over: nothing left to give back. (Being claimed:
+                // the claim decides, and the hold settles or comes back cancelled.)
                 _ => done.push(hash),
             }
         }

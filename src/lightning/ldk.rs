@@ -32,6 +32,12 @@ use crate::store::{decode, encode, Store, StoreError, HOLDS, OPEN_HOLDS, PAYMENT
 pub const LDK_DIR: &str = "lightning";
 /// How often the guard looks at the chain tip.
 const GUARD_TICK: Duration = Duration::from_secs(1);
+/// LDK's default cap on a payment's total CLTV expiry delta (`max_total_cltv_expiry_delta`):
+/// no HTLC the box sends is locked for longer.
+const LDK_MAX_TOTAL_CLTV: u32 = 1008;
+/// Blocks added to that before a payment that cannot be resent is called failed (time for LDK
+/// to resolve an expired HTLC and report it).
+const RESUME_MARGIN_BLOCKS: u32 = 12;
 /// How long the node may take to confirm claiming a held payment (milliseconds when all is
 /// well) before a repeated settle reports it.
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
@@ -49,6 +55,11 @@ pub struct LdkNode {
     /// Outgoing payments LDK has taken (or already had) since this process started, and that
     /// have not ended: sending them again would do nothing (see [`LdkNode::send`]).
     in_flight: Mutex<HashSet<PaymentHash>>,
+    /// Payments found "pending" from before a restart and sent again, with the block from which
+    /// any part of them that left before the restart has expired (see [`LdkNode::send`]).
+    resuming: Mutex<HashMap<PaymentHash, u32>>,
+    /// One payment sent at a time, so that the checks in [`LdkNode::send`] hold while it sends.
+    sending: tokio::sync::Mutex<()>,
     /// Held payments the box asked LDK to claim, since when (until LDK confirms).
     claims: Mutex<HashMap<PaymentHash, Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -112,6 +123,8 @@ impl LdkNode {
             watched: tokio::sync::Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             claims: Mutex::new(HashMap::new()),
+            resuming: Mutex::new(HashMap::new()),
+            sending: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
         });
         this.reconcile().await?;
@@ -191,7 +204,7 @@ impl LdkNode {
                 reason: reason.clone(),
             }),
             // Settled is announced when LDK reports the payment received.
-            HoldState::Settled | HoldState::Open => None,
+            HoldState::Claiming { .. } | HoldState::Settled | HoldState::Open => None,
         };
         if rec.state.is_final() {
             watched.remove(&rec.hash);
@@ -294,7 +307,14 @@ impl LdkNode {
                     self.transition(&mut watched, rec, HoldState::Settled)
                         .await?;
                     LnEvent::HoldSettled { hash }
-                } else if self.stored_hold(hash)?.is_some() {
+                } else if let Some(rec) = self.stored_hold(hash)? {
+                    if let HoldState::Cancelled { reason } = &rec.state {
+                        tracing::error!(
+                            "Lightning: LDK claimed hold {hash} after the box had recorded it \
+                             cancelled ({reason}): the payer's sats are the node's; a solver \
+                             should look at its order"
+                        );
+                    }
                     LnEvent::HoldSettled { hash }
                 } else {
                     LnEvent::Received { hash, amount_msat }
@@ -353,7 +373,7 @@ impl LdkNode {
                 Ok(stored)
             })
             .await?;
-        self.in_flight.lock().expect("in-flight lock").remove(&hash);
+        self.in_flight().remove(&hash);
         let _ = self.events.send(LnEvent::Paid {
             hash,
             outcome: recorded,
@@ -445,7 +465,8 @@ impl LdkNode {
                 )
                 .await
             }
-            HoldState::Settled | HoldState::Cancelled { .. } => Ok(()),
+            // Being claimed (LDK hands a payment out again after a restart), or over.
+            HoldState::Claiming { .. } | HoldState::Settled | HoldState::Cancelled { .. } => Ok(()),
         }
     }
 
@@ -477,6 +498,15 @@ impl LdkNode {
                 }
                 HoldState::Open if r.expires_at <= now => {
                     Some((r.clone(), "expired unpaid".to_string()))
+                }
+                HoldState::Claiming { deadline, .. } if height >= deadline + GUARD_BLOCKS => {
+                    Some((
+                        r.clone(),
+                        format!(
+                            "LDK never confirmed claiming it, and block {height} is past its \
+                             deadline {deadline}: the payer has the sats back"
+                        ),
+                    ))
                 }
                 _ => None,
             })
@@ -529,11 +559,26 @@ impl LdkNode {
     /// [`CLAIM_WAIT`] after the first request is reported as an error each time it is repeated.
     async fn settle(&self, preimage: Preimage) -> Result<(), LightningError> {
         let hash = preimage.hash();
-        let watched = self.watched.lock().await;
+        let mut watched = self.watched.lock().await;
         let rec = self.watched_or_err(&watched, hash, "settled")?;
-        let HoldState::Held { amount_msat, .. } = rec.state else {
+        let (HoldState::Held {
+            amount_msat,
+            deadline,
+        }
+        | HoldState::Claiming {
+            amount_msat,
+            deadline,
+        }) = rec.state
+        else {
             return Err(wrong_state(&rec, "settled"));
         };
+        if matches!(rec.state, HoldState::Held { .. }) {
+            let claiming = HoldState::Claiming {
+                amount_msat,
+                deadline,
+            };
+            self.transition(&mut watched, rec, claiming).await?;
+        }
         self.node.bolt11_payment().claim_for_hash(
             LdkHash(hash.0),
             amount_msat,
@@ -554,6 +599,9 @@ impl LdkNode {
     async fn cancel(&self, hash: PaymentHash) -> Result<(), LightningError> {
         let mut watched = self.watched.lock().await;
         let rec = self.watched_or_err(&watched, hash, "cancelled")?;
+        if matches!(rec.state, HoldState::Claiming { .. }) {
+            return Err(wrong_state(&rec, "cancelled"));
+        }
         self.node.bolt11_payment().fail_for_hash(LdkHash(hash.0))?;
         self.transition(
             &mut watched,
@@ -587,6 +635,7 @@ fn wrong_state(rec: &HoldRecord, action: &'static str) -> LightningError {
         state: match &rec.state {
             HoldState::Open => "unpaid".into(),
             HoldState::Held { .. } => "held".into(),
+            HoldState::Claiming { .. } => "being claimed".into(),
             HoldState::Settled => "settled".into(),
             HoldState::Cancelled { reason } => format!("cancelled ({reason})"),
         },
@@ -595,36 +644,42 @@ fn wrong_state(rec: &HoldRecord, action: &'static str) -> LightningError {
 }
 
 impl LdkNode {
-    /// Sends a payment, or leaves it be if it is in flight or paid: LDK refuses a payment id
-    /// (here the payment hash) that it has in flight or has just paid, so a second call is
-    /// harmless. What LDK cannot catch: after a crash, ldk-node's record can say "pending" for
-    /// a payment LDK never kept (its channel manager was saved before the payment started,
-    /// ldk-node #171). That payment never left the node and nothing would ever end it, so a
-    /// record left "pending" by an earlier run is dropped and the payment sent again. If LDK
-    /// does still have the payment it refuses, and the outcome comes from its events as usual,
-    /// recorded in redb.
+    /// Sends a payment, or leaves it be if it is in flight or paid. `fresh` is a new attempt:
+    /// a failure recorded for the invoice before is forgotten and the invoice tried again.
+    /// Otherwise the call only resumes a payment started earlier, and a recorded outcome
+    /// stands.
+    ///
+    /// After a crash, ldk-node's record of a payment can say "pending" although LDK never kept
+    /// the payment (its channel manager was saved before the payment started, ldk-node #171):
+    /// it never left the node and nothing would ever end it. Such a record is dropped and the
+    /// payment sent again with the same payment id, which LDK refuses if it does have the
+    /// payment in flight (or has just paid it). But LDK looks for a route before it checks
+    /// that, so "no route" or "expired" for such a payment does not prove that it never left:
+    /// it is not counted as a failure until any part that might have left has expired.
     async fn send(
         &self,
         invoice: &Bolt11Invoice,
         amount_msat: Option<u64>,
         max_fee_msat: u64,
+        fresh: bool,
     ) -> Result<PaymentHash, LightningError> {
         use ldk_node::bitcoin::hashes::Hash;
         let hash = PaymentHash(invoice.payment_hash().to_byte_array());
         let id = PaymentId(hash.0);
+        // An invoice without an amount is paid the amount given.
+        let amount = match (invoice.amount_milli_satoshis(), amount_msat) {
+            (Some(_), _) => None,
+            (None, Some(amount)) => Some(amount),
+            (None, None) => return Err(InvoiceError::WrongAmount.into()),
+        };
+        let _one_at_a_time = self.sending.lock().await;
         // In this order: an outcome is recorded before the payment leaves `in_flight`.
-        if self
-            .in_flight
-            .lock()
-            .expect("in-flight lock")
-            .contains(&hash)
-        {
+        if self.in_flight().contains(&hash) {
             return Ok(hash);
         }
         match self.payment_outcome(hash)? {
-            Some(PayOutcome::Succeeded { .. }) => return Ok(hash),
-            // A new attempt after a failure: it gets an outcome of its own.
-            Some(_) => self.forget_outcome(hash).await?,
+            Some(PayOutcome::Failed { .. }) if fresh => self.forget_outcome(hash).await?,
+            Some(_) => return Ok(hash),
             None => {}
         }
         let stale = self.node.payment(&id).is_some_and(|p| {
@@ -636,24 +691,47 @@ impl LdkNode {
                  unless the node still has it"
             );
             self.node.remove_payment(&id)?;
+            let safe_from = self.height()
+                + LDK_MAX_TOTAL_CLTV
+                + invoice.min_final_cltv_expiry_delta() as u32
+                + RESUME_MARGIN_BLOCKS;
+            self.resuming().entry(hash).or_insert(safe_from);
         }
         let params = RouteParametersConfig {
             max_total_routing_fee_msat: Some(max_fee_msat),
             ..Default::default()
         };
         let bolt11 = self.node.bolt11_payment();
-        let sent = match (invoice.amount_milli_satoshis(), amount_msat) {
-            (Some(_), _) => bolt11.send(invoice, Some(params)),
-            (None, Some(amount)) => bolt11.send_using_amount(invoice, amount, Some(params)),
-            (None, None) => return Err(InvoiceError::WrongAmount.into()),
+        // Before LDK has it, so that its outcome, however fast, finds it there.
+        self.in_flight().insert(hash);
+        let sent = match amount {
+            None => bolt11.send(invoice, Some(params)),
+            Some(amount) => bolt11.send_using_amount(invoice, amount, Some(params)),
         };
+        if !matches!(sent, Ok(_) | Err(NodeError::DuplicatePayment)) {
+            self.in_flight().remove(&hash);
+        }
         match sent {
             Ok(_) | Err(NodeError::DuplicatePayment) => {
-                self.in_flight.lock().expect("in-flight lock").insert(hash);
+                self.resuming().remove(&hash);
                 Ok(hash)
             }
             Err(NodeError::PaymentSendingFailed) => {
-                // LDK did not start it: no route at all, or the invoice has expired.
+                let resuming = self.resuming().get(&hash).copied();
+                match resuming {
+                    Some(safe_from) if self.height() < safe_from => {
+                        tracing::warn!(
+                            "Lightning: payment {hash} cannot be sent again yet (no route, or \
+                             the invoice has expired); part of it may have left before the \
+                             restart, so it is not counted as failed before block {safe_from}"
+                        );
+                        return Ok(hash);
+                    }
+                    Some(_) => {
+                        self.resuming().remove(&hash);
+                    }
+                    None => {}
+                }
                 let reason = format!(
                     "no route to {} for this amount within a {} msat fee limit, or the invoice \
                      has expired",
@@ -666,6 +744,14 @@ impl LdkNode {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<PaymentHash>> {
+        self.in_flight.lock().expect("in-flight lock")
+    }
+
+    fn resuming(&self) -> std::sync::MutexGuard<'_, HashMap<PaymentHash, u32>> {
+        self.resuming.lock().expect("resuming lock")
     }
 
     async fn forget_outcome(&self, hash: PaymentHash) -> Result<(), LightningError> {
@@ -702,8 +788,9 @@ impl super::Lightning for LdkNode {
         invoice: &'a Bolt11Invoice,
         amount_msat: Option<u64>,
         max_fee_msat: u64,
+        fresh: bool,
     ) -> LnFuture<'a, PaymentHash> {
-        Box::pin(self.send(invoice, amount_msat, max_fee_msat))
+        Box::pin(self.send(invoice, amount_msat, max_fee_msat, fresh))
     }
 
     fn payment(&self, hash: PaymentHash) -> Option<PayOutcome> {

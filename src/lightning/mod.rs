@@ -140,6 +140,15 @@ pub enum HoldState {
         /// [`hold::GUARD_BLOCKS`] earlier.
         deadline: u32,
     },
+    /// The box asked LDK to claim it (recorded first): no longer cancelled by anyone, since
+    /// LDK claims it on chain if it must. Settled when LDK confirms the claim.
+    Claiming {
+        /// Amount held.
+        amount_msat: u64,
+        /// As for `Held`. If LDK has not confirmed the claim when this is past, it never
+        /// will: the payer has the sats back.
+        deadline: u32,
+    },
     /// Settled: the sats are the node's.
     Settled,
     /// Cancelled (by the engine, the guard, expiry, or a payer's too-short lock).
@@ -293,13 +302,16 @@ pub trait Lightning: Send + Sync {
     fn hold(&self, hash: PaymentHash) -> Result<Option<HoldRecord>, LightningError>;
     /// Starts paying `invoice` (with `amount_msat` when it has none) for at most `max_fee_msat`
     /// in routing fees; the outcome arrives as [`LnEvent::Paid`] and via [`Lightning::payment`].
-    /// Safe to call again for the same invoice, also after a crash: a payment in flight or paid
-    /// is never sent twice, and one the node lost before it left is sent again.
+    /// `fresh`: a new attempt, which tries the invoice again after a recorded failure; without
+    /// it the call only resumes a payment started earlier. Safe to call again, also after a
+    /// crash: a payment in flight or paid is never sent twice, and one the node lost before it
+    /// left is sent again.
     fn pay<'a>(
         &'a self,
         invoice: &'a Bolt11Invoice,
         amount_msat: Option<u64>,
         max_fee_msat: u64,
+        fresh: bool,
     ) -> LnFuture<'a, PaymentHash>;
     /// Where an outgoing payment stands (`None`: the node never tried it).
     fn payment(&self, hash: PaymentHash) -> Option<PayOutcome>;
@@ -326,7 +338,7 @@ pub async fn pay_and_wait(
     timeout: Duration,
 ) -> Result<PayOutcome, LightningError> {
     let mut events = ln.subscribe();
-    let hash = ln.pay(invoice, amount_msat, max_fee_msat).await?;
+    let hash = ln.pay(invoice, amount_msat, max_fee_msat, true).await?;
     let wait = async {
         loop {
             if let Some(done) = ln.payment(hash).filter(|o| *o != PayOutcome::Pending) {
