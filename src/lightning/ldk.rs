@@ -682,15 +682,22 @@ impl LdkNode {
             Some(_) => return Ok(hash),
             None => {}
         }
-        let stale = self.node.payment(&id).is_some_and(|p| {
-            p.direction == PaymentDirection::Outbound && p.status == PaymentStatus::Pending
-        });
+        let record = self
+            .node
+            .payment(&id)
+            .filter(|p| p.direction == PaymentDirection::Outbound)
+            .map(|p| p.status);
+        let stale = record == Some(PaymentStatus::Pending);
         if stale {
             tracing::info!(
                 "Lightning: payment {hash} was in flight before the restart; sending it again \
                  unless the node still has it"
             );
             self.node.remove_payment(&id)?;
+        }
+        // Resumed with a record but no outcome: it may have left (a "failed" record with no
+        // outcome is an earlier run's refused resend).
+        if stale || (!fresh && record == Some(PaymentStatus::Failed)) {
             let safe_from = self.height()
                 + LDK_MAX_TOTAL_CLTV
                 + invoice.min_final_cltv_expiry_delta() as u32
