@@ -211,6 +211,12 @@ impl Bitcoind {
         })
     }
 
+    /// How many transactions wait in the mempool.
+    pub async fn mempool_size(&self) -> Result<usize, RegtestError> {
+        let pool = self.rpc("getrawmempool", json!([])).await?;
+        Ok(pool.as_array().map_or(0, |a| a.len()))
+    }
+
     /// Mines `n` blocks (rewards to a throw-away key) and returns the new height.
     pub async fn mine(&self, n: u32) -> Result<u32, RegtestError> {
         self.mine_to(n, &self.mine_to.to_string()).await?;
@@ -408,8 +414,7 @@ pub async fn open_channel(
     // Wait for the funding transaction to reach the mempool before mining it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let pool = bitcoind.rpc("getrawmempool", json!([])).await?;
-        if pool.as_array().is_some_and(|a| !a.is_empty()) {
+        if bitcoind.mempool_size().await? > 0 {
             break;
         }
         if Instant::now() > deadline {

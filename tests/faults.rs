@@ -421,12 +421,7 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let waiting = chain
-                    .rpc("getrawmempool", serde_json::json!([]))
-                    .await
-                    .ok()
-                    .and_then(|v| v.as_array().map(|a| !a.is_empty()))
-                    .unwrap_or(false);
+                let waiting = chain.mempool_size().await.is_ok_and(|n| n > 0);
                 if waiting
                     || alice.list_channels().len() < channels
                     || bob.list_channels().len() < channels

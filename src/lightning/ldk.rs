@@ -627,23 +627,7 @@ impl LdkNode {
             None => Err(LightningError::UnknownHold(hash)),
         }
     }
-}
 
-fn wrong_state(rec: &HoldRecord, action: &'static str) -> LightningError {
-    LightningError::WrongHoldState {
-        hash: rec.hash,
-        state: match &rec.state {
-            HoldState::Open => "unpaid".into(),
-            HoldState::Held { .. } => "held".into(),
-            HoldState::Claiming { .. } => "being claimed".into(),
-            HoldState::Settled => "settled".into(),
-            HoldState::Cancelled { reason } => format!("cancelled ({reason})"),
-        },
-        action,
-    }
-}
-
-impl LdkNode {
     /// Sends a payment, or leaves it be if it is in flight or paid. `fresh` is a new attempt:
     /// a failure recorded for the invoice before is forgotten and the invoice tried again.
     /// Otherwise the call only resumes a payment started earlier, and a recorded outcome
@@ -770,6 +754,20 @@ impl LdkNode {
             })
             .await?;
         Ok(())
+    }
+}
+
+fn wrong_state(rec: &HoldRecord, action: &'static str) -> LightningError {
+    LightningError::WrongHoldState {
+        hash: rec.hash,
+        state: match &rec.state {
+            HoldState::Open => "unpaid".into(),
+            HoldState::Held { .. } => "held".into(),
+            HoldState::Claiming { .. } => "being claimed".into(),
+            HoldState::Settled => "settled".into(),
+            HoldState::Cancelled { reason } => format!("cancelled ({reason})"),
+        },
+        action,
     }
 }
 

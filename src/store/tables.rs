@@ -68,7 +68,7 @@ pub const OPEN_HOLDS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("ope
 
 /// How the box's outgoing payments ended, as JSON [`crate::lightning::PayOutcome`]s, written
 /// from the node's events before they are acknowledged. ldk-node's own record of a payment can
-/// be gone (see `LdkNode::pay`), and the payout must never be made twice.
+/// be gone (see `LdkNode::send`), and the payout must never be made twice.
 pub const PAYMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("payments");
 /// Which order a payment hash belongs to (escrow hold invoices and buyer payouts), so a
 /// Lightning event finds its trade.

@@ -148,14 +148,7 @@ pub async fn process_market(channels: usize, extra: &[&str]) -> (ProcessMarket, 
 /// Waits until the mempool holds `n` transactions.
 async fn in_mempool(chain: &Bitcoind, n: usize) {
     let deadline = Instant::now() + WAIT * 6;
-    while chain
-        .rpc("getrawmempool", serde_json::json!([]))
-        .await
-        .unwrap()
-        .as_array()
-        .map_or(0, |a| a.len())
-        < n
-    {
+    while chain.mempool_size().await.unwrap() < n {
         assert!(
             Instant::now() < deadline,
             "funding transaction {n} not broadcast"
