@@ -41,27 +41,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None
             };
             let made = node::init(&data_dir, passphrase.as_deref())?;
-            println!("Created {}", data_dir.display());
-            if made.wrote_config {
-                println!(
-                    "  settings: {} (every setting, with its default)",
-                    data_dir.join(mostro_box::config::CONFIG_FILE).display()
-                );
-            }
+            let fresh = made.created_key && made.created_seed && made.wrote_config;
+            let kept = |made_now: bool| if made_now { "" } else { " [kept]" };
+            println!(
+                "{} {}",
+                if fresh { "Created" } else { "Checked" },
+                data_dir.display()
+            );
+            println!(
+                "  settings: {}{}",
+                data_dir.join(mostro_box::config::CONFIG_FILE).display(),
+                if made.wrote_config {
+                    " (every setting, with its default)"
+                } else {
+                    " [kept]"
+                }
+            );
             println!(
                 "  node key: {} (mode 0600; back it up){}",
                 data_dir.join(mostro_box::keys::NODE_KEY_FILE).display(),
-                if made.created_key { "" } else { " [kept]" }
+                kept(made.created_key)
             );
             println!(
-                "  seed:     {} (mode 0600; write the words down: `mostro-box seed show`)",
-                data_dir.join(SEED_FILE).display()
+                "  seed:     {} (mode 0600; write the words down: `mostro-box seed show`){}",
+                data_dir.join(SEED_FILE).display(),
+                kept(made.created_seed)
             );
             println!("  npub:     {}", made.pubkey.to_bech32()?);
             println!("  lightning node id: {}", made.ln_node_id);
-            println!(
-                "Next: set relay.public_url and the [lightning] chain source, then `mostro-box run`."
-            );
+            if fresh {
+                println!(
+                    "Next: set relay.public_url and the [lightning] chain source, then \
+                     `mostro-box run`."
+                );
+            } else {
+                println!("Nothing was overwritten; `mostro-box run` starts the box.");
+            }
             Ok(())
         }
         Command::Run { set } => {

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{Settings, CONFIG_FILE};
-use crate::engine::Engine;
+use crate::engine::{Engine, Stopped};
 use crate::keys::{self, KeyError};
 use crate::lightning::seed::{Seed, SeedError, PASSPHRASE_ENV};
 use crate::lightning::{LdkNode, LightningError};
@@ -73,7 +73,7 @@ pub enum StartError {
     },
 }
 
-/// What `init` made.
+/// What `init` made and what it found already there.
 pub struct Initialised {
     /// The node's Nostr public key.
     pub pubkey: PublicKey,
@@ -81,12 +81,19 @@ pub struct Initialised {
     pub ln_node_id: ldk_node::bitcoin::secp256k1::PublicKey,
     /// Whether the node key was made now (an existing one is kept).
     pub created_key: bool,
+    /// Whether the seed was made now (an existing one is kept).
+    pub created_seed: bool,
     /// Whether a settings file was written (an existing one is kept).
     pub wrote_config: bool,
 }
 
-/// Writes the commented settings file, the node key and the Lightning seed (protected by
-/// `seed_passphrase` if given) into `data_dir`.
+/// Makes whatever the data directory lacks of the settings file, the node key and the
+/// Lightning seed (protected by `seed_passphrase` if given), and keeps what it has.
+///
+/// Idempotent: the systemd unit, the container's entrypoint and the installer run it before
+/// every start, so on an initialised directory it changes nothing and succeeds. It never
+/// overwrites a secret, and it refuses a damaged key or seed (and a passphrase that does not
+/// fit the seed) instead of starting beside them.
 pub fn init(data_dir: &Path, seed_passphrase: Option<&str>) -> Result<Initialised, StartError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.to_path_buf(),
@@ -100,20 +107,20 @@ pub fn init(data_dir: &Path, seed_passphrase: Option<&str>) -> Result<Initialise
             source,
         },
     )?;
-    // Whatever is missing is created and nothing is overwritten, so `init` also upgrades a data
-    // directory made before the box had a Lightning node.
     let key_path = data_dir.join(keys::NODE_KEY_FILE);
     let seed_path = data_dir.join(crate::lightning::seed::SEED_FILE);
-    if key_path.exists() && seed_path.exists() {
-        return Err(KeyError::Exists(data_dir.to_path_buf()).into());
-    }
     let created_key = !key_path.exists();
     let keys = if created_key {
         keys::create(data_dir)?
     } else {
         keys::load(data_dir)?
     };
-    let seed = Seed::create(data_dir, seed_passphrase)?;
+    let created_seed = !seed_path.exists();
+    let ln_node_id = if created_seed {
+        Seed::create(data_dir, seed_passphrase)?.node_id()
+    } else {
+        Seed::existing_node_id(data_dir, seed_passphrase)?
+    };
     let config = data_dir.join(CONFIG_FILE);
     let wrote_config = !config.exists();
     if wrote_config {
@@ -124,8 +131,9 @@ pub fn init(data_dir: &Path, seed_passphrase: Option<&str>) -> Result<Initialise
     }
     Ok(Initialised {
         pubkey: keys.public_key(),
-        ln_node_id: seed.node_id(),
+        ln_node_id,
         created_key,
+        created_seed,
         wrote_config,
     })
 }
@@ -147,18 +155,26 @@ pub struct Running {
     /// The playground's trader wallets, served by the operator API (`mostro-box dev` fills it).
     pub dev_wallets: crate::api::dev::DevWallets,
     tasks: Vec<JoinHandle<()>>,
-    engine_task: JoinHandle<Result<(), StoreError>>,
+    engine_task: JoinHandle<Stopped>,
 }
 
 impl Running {
-    /// Runs until `shutdown` completes (or the engine stops on a store failure), then stops
-    /// every task and the Lightning node, which persists its state before returning.
+    /// Runs until `shutdown` completes, or the engine stops (a store failure, a panic, the
+    /// escrow worker gone), then stops every task and the Lightning node, which persists its
+    /// state before returning. An engine that stopped is an error: the process must exit
+    /// non-zero so that its supervisor starts it again.
     pub async fn run_until(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Stopped> {
         let r = tokio::select! {
-            r = &mut self.engine_task => r.unwrap_or(Ok(())),
+            r = &mut self.engine_task => Err(match r {
+                Ok(stopped) => stopped,
+                Err(e) if e.is_panic() => {
+                    Stopped::Panicked(crate::store::panic_message(&*e.into_panic()))
+                }
+                Err(e) => Stopped::Panicked(e.to_string()),
+            }),
             _ = shutdown => Ok(()),
         };
         self.stop();

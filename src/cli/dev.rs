@@ -23,9 +23,7 @@ const BOX_LN_PORT: u16 = 19735;
 
 /// Runs the playground in `dir` with extra `--set` overrides until Ctrl-C.
 pub async fn run(dir: &Path, mut overrides: Vec<String>) -> anyhow::Result<()> {
-    if !dir.join(crate::lightning::seed::SEED_FILE).exists() {
-        node::init(dir, None)?;
-    }
+    node::init(dir, None)?;
     let exe = regtest::find_or_provision_bitcoind(&super::bitcoind_cache())?;
     let bitcoind = Bitcoind::start(&exe, &dir.join("bitcoind"))
         .await

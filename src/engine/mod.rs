@@ -93,6 +93,21 @@ pub struct Parts {
     pub disk: DiskGuard,
 }
 
+/// Why the engine stopped. It runs for as long as the process does, so any of these ends the
+/// process with an error, and its supervisor (systemd, the container engine) starts it again.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The escrow worker ended: payouts and escrows would stop while orders still came in.
+    #[error("the escrow worker stopped: {0}")]
+    Worker(String),
+    /// The engine's task panicked (a bug).
+    #[error("the engine panicked: {0}")]
+    Panicked(String),
+}
+
 /// What a commit leaves to do: messages to sign and send, orders for the escrow worker.
 type Effects = (Vec<(u64, Outgoing)>, Vec<uuid::Uuid>);
 
@@ -121,61 +136,129 @@ impl Engine {
         }
     }
 
-    /// Runs until the process ends: first finishes what a previous run left in the outbox and
-    /// inbox, then follows new requests and due timers.
-    pub async fn run(self) -> Result<(), StoreError> {
+    /// Runs until something stops it, and says what: first finishes what a previous run left
+    /// in the outbox and inbox, then follows new requests and due timers.
+    ///
+    /// Timers run at least once a [`TICK`] between batches, so a flood of requests cannot hold
+    /// back time-outs, payout retries and the escrow wind-up.
+    pub async fn run(self) -> Stopped {
+        match self.serve().await {
+            Ok(never) => match never {},
+            Err(stopped) => stopped,
+        }
+    }
+
+    async fn serve(self) -> Result<std::convert::Infallible, Stopped> {
         self.rebuild_active().await?;
-        let backlog = {
+        let backlog = (|| -> Result<u64, StoreError> {
             use redb::ReadableTableMetadata;
-            self.store.read()?.open_table(INBOX)?.len()?
-        };
+            Ok(self.store.read()?.open_table(INBOX)?.len()?)
+        })()?;
         if backlog > 0 {
             tracing::info!("engine: resuming {backlog} requests that arrived before the last stop");
         }
         self.flush_outbox().await?;
-        tokio::spawn(self.clone().escrow_worker());
+        let mut worker = tokio::spawn(self.clone().escrow_worker());
         let mut tick = tokio::time::interval(TICK);
+        let mut timers_due = 0;
         let mut last_prune = 0;
         loop {
-            while self.step().await? > 0 {}
+            let took = self.step().await?;
             let now = crate::protocol::now();
-            self.run_timers(now).await?;
+            if now >= timers_due {
+                self.run_timers(now).await?;
+                timers_due = now + TICK.as_secs() as i64;
+            }
             if now - last_prune > 3600 {
                 self.prune(now).await?;
                 last_prune = now;
             }
+            if took > 0 {
+                continue;
+            }
             tokio::select! {
                 _ = self.inbox.notified() => {}
                 _ = tick.tick() => {}
+                ended = &mut worker => {
+                    return Err(Stopped::Worker(match ended {
+                        Ok(()) => "the Lightning node's events ended".into(),
+                        Err(e) if e.is_panic() => {
+                            format!("it panicked: {}", panic_message(&*e.into_panic()))
+                        }
+                        Err(e) => e.to_string(),
+                    }));
+                }
             }
         }
     }
 
     /// Handles one batch from the inbox; returns how many requests it took.
+    ///
+    /// If handling the batch panics (a bug), nothing of it is committed and its requests are
+    /// handled again one at a time, so that only the request that panics is dropped (with a
+    /// log line) and the inbox never sticks on it.
     pub async fn step(&self) -> Result<usize, StoreError> {
-        let batch = self.read_inbox()?;
+        let batch = self.read_inbox(BATCH)?;
         if batch.is_empty() {
             return Ok(0);
         }
         let n = batch.len();
+        match self.handle_batch(batch).await {
+            Err(StoreError::Panicked(why)) if n > 1 => {
+                tracing::error!(
+                    "engine: a batch of {n} requests panicked ({why}); handling them one by one"
+                );
+                for _ in 0..n {
+                    let one = self.read_inbox(1)?;
+                    if one.is_empty() {
+                        break;
+                    }
+                    self.handle_batch(one).await?;
+                }
+                Ok(n)
+            }
+            r => r.map(|()| n),
+        }
+    }
+
+    /// Opens and applies `batch`; a lone request whose handling panics is dropped.
+    async fn handle_batch(&self, batch: Vec<Pending>) -> Result<(), StoreError> {
+        let lone =
+            (batch.len() == 1).then(|| (batch[0].seq, batch[0].event.as_ref().map(|e| e.id)));
         let opened = self.open_all(batch).await;
         let engine = self.clone();
-        let (out, work) = self
+        let applied = self
             .store
             .writer()
             .write(move |txn| engine.apply(txn, opened))
-            .await?;
+            .await;
+        let (out, work) = match (applied, lone) {
+            (Err(StoreError::Panicked(why)), Some((seq, id))) => {
+                tracing::error!(
+                    "engine: dropped request {} (inbox entry {seq}): handling it panicked: {why}",
+                    id.map(|id| id.to_hex()).unwrap_or_default()
+                );
+                let ids: Vec<[u8; 32]> = id.map(|id| id.to_bytes()).into_iter().collect();
+                let now = crate::protocol::now();
+                self.store
+                    .writer()
+                    .write(move |txn| tx::Tx::open(txn)?.mark_done(seq, &ids, now))
+                    .await?;
+                return Ok(());
+            }
+            (r, _) => r?,
+        };
         self.deliver(out).await?;
         self.work.push(work);
-        Ok(n)
+        Ok(())
     }
 
-    fn read_inbox(&self) -> Result<Vec<Pending>, StoreError> {
+    fn read_inbox(&self, limit: usize) -> Result<Vec<Pending>, StoreError> {
         let rtx = self.store.read()?;
         let inbox = rtx.open_table(INBOX)?;
         let events = rtx.open_table(EVENTS)?;
         let mut batch = Vec::new();
-        for entry in inbox.iter()?.take(BATCH) {
+        for entry in inbox.iter()?.take(limit) {
             let (seq, v) = entry?;
             let (id, received_at) = v.value();
             let event = events
@@ -190,11 +273,13 @@ impl Engine {
         Ok(batch)
     }
 
-    /// Opens every request of a batch in parallel: the expensive, stateless part.
+    /// Opens every request of a batch in parallel: the expensive, stateless part. A request
+    /// whose opening panicked (a bug) comes back dropped, so it still leaves the inbox.
     async fn open_all(&self, batch: Vec<Pending>) -> Vec<(Pending, Result<Inbound, Dropped>)> {
         let keys = self.keys.clone();
         let pow = self.settings.mostro.pow;
-        in_parallel(batch, move |p: Pending| {
+        let all: Vec<(u64, i64)> = batch.iter().map(|p| (p.seq, p.received_at)).collect();
+        let mut opened = in_parallel(batch, move |p: Pending| {
             let keys = keys.clone();
             async move {
                 let r = match &p.event {
@@ -205,7 +290,21 @@ impl Engine {
                 (p, r)
             }
         })
-        .await
+        .await;
+        if opened.len() < all.len() {
+            let got: HashSet<u64> = opened.iter().map(|(p, _)| p.seq).collect();
+            for (seq, received_at) in all.into_iter().filter(|(seq, _)| !got.contains(seq)) {
+                tracing::error!("engine: dropped inbox entry {seq}: opening it panicked");
+                let p = Pending {
+                    seq,
+                    event: None,
+                    received_at,
+                };
+                opened.push((p, Err(Dropped::Invalid("opening it panicked".into()))));
+            }
+            opened.sort_by_key(|(p, _)| p.seq);
+        }
+        opened
     }
 
     /// Applies a batch inside the writer's transaction.
@@ -414,7 +513,7 @@ impl Engine {
 }
 
 /// Runs `f` over `items` split into one chunk per core, each chunk on its own task; results
-/// keep the input order. A chunk whose task panicked is left out.
+/// keep the input order. A chunk whose task panicked is left out (callers account for it).
 async fn in_parallel<T, R, F, Fut>(mut items: Vec<T>, f: F) -> Vec<R>
 where
     T: Send + 'static,

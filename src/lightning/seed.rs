@@ -112,6 +112,29 @@ impl Seed {
         Ok(seed)
     }
 
+    /// The node id of the seed already in `data_dir`, for `init` on an initialised directory:
+    /// the id recorded beside the words, or (with `passphrase`, or for a file from before ids
+    /// were recorded) the one the words give, checked against the record.
+    pub fn existing_node_id(
+        data_dir: &Path,
+        passphrase: Option<&str>,
+    ) -> Result<PublicKey, SeedError> {
+        if passphrase.is_none() {
+            let path = data_dir.join(SEED_FILE);
+            let text = read_secret_file(&path)?;
+            let recorded = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("node_id "))
+                .map(|id| PublicKey::from_str(id.trim()));
+            match recorded {
+                Some(Ok(id)) => return Ok(id),
+                Some(Err(_)) => return Err(SeedError::File(KeyError::Invalid(path))),
+                None => {}
+            }
+        }
+        Ok(Seed::load(data_dir, passphrase.map(str::to_string))?.node_id())
+    }
+
     /// The words, for `mostro-box seed show`.
     pub fn words(&self) -> String {
         self.mnemonic.to_string()
@@ -170,6 +193,17 @@ mod tests {
         assert!(matches!(
             Seed::create(&dir, None),
             Err(SeedError::File(KeyError::Exists(_)))
+        ));
+        // `init` on an initialised directory reads the recorded id without the passphrase,
+        // and checks a passphrase it is given.
+        assert_eq!(Seed::existing_node_id(&dir, None).unwrap(), made.node_id());
+        assert_eq!(
+            Seed::existing_node_id(&dir, Some("correct horse")).unwrap(),
+            made.node_id()
+        );
+        assert!(matches!(
+            Seed::existing_node_id(&dir, Some("wrong")),
+            Err(SeedError::WrongPassphrase { .. })
         ));
     }
 }

@@ -45,6 +45,18 @@ pub enum StoreError {
     /// The writer task is gone (the box is shutting down).
     #[error("the store writer has stopped")]
     WriterGone,
+    /// The change panicked while being written: a bug. Nothing of it was committed.
+    #[error("a change panicked while being written (a bug; nothing of it was saved): {0}")]
+    Panicked(String),
+}
+
+/// The message a caught panic carries, for a log line.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 macro_rules! from_redb {

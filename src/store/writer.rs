@@ -37,23 +37,29 @@ impl Writer {
     /// Runs `f` inside the next grouped transaction and returns its result once committed.
     ///
     /// `f` must do its checks before its writes: if it fails, the whole group is abandoned (its
-    /// partial writes with it) and every caller in the group gets an error.
+    /// partial writes with it) and every caller in the group gets an error. A panic in `f` is
+    /// caught and fails the group the same way ([`StoreError::Panicked`] for its caller), so a
+    /// bug in one change never takes the writer thread, and every later write, with it.
     pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<R, StoreError>>();
-        let job: Job = Box::new(move |txn| match f(txn) {
-            Ok(r) => Ok(Box::new(move |failed: Option<&str>| {
-                let _ = tx.send(match failed {
-                    None => Ok(r),
-                    Some(e) => Err(StoreError::Batch(e.to_string())),
-                });
-            })),
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                Err(())
+        let job: Job = Box::new(move |txn| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(txn)))
+                .unwrap_or_else(|p| Err(StoreError::Panicked(super::panic_message(&*p))));
+            match result {
+                Ok(r) => Ok(Box::new(move |failed: Option<&str>| {
+                    let _ = tx.send(match failed {
+                        None => Ok(r),
+                        Some(e) => Err(StoreError::Batch(e.to_string())),
+                    });
+                })),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    Err(())
+                }
             }
         });
         self.jobs

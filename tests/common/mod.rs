@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod service;
 pub mod trade;
 
 use std::collections::HashMap;
