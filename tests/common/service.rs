@@ -98,10 +98,21 @@ impl EntryPoint {
         e
     }
 
-    /// `appliance/Dockerfile`'s `ENV` and `ENTRYPOINT`, with the binary found in `bin_dir` (as
-    /// on the image's PATH) and its data in `data_dir`; the grace period is the Umbrel app's.
+    /// The image's `ENV` and `ENTRYPOINT` (`appliance/Containerfile`, which the multi-stage
+    /// `appliance/Dockerfile` must match), with the binary found in `bin_dir` (as on the image's
+    /// PATH) and its data in `data_dir`; the grace period is the Umbrel app's.
     pub fn container(bin_dir: &Path, data_dir: &Path) -> Self {
-        let text = repo_file("appliance/Dockerfile");
+        let text = repo_file("appliance/Containerfile");
+        let entrypoint = |t: &str| {
+            t.lines()
+                .find(|l| l.starts_with("ENTRYPOINT "))
+                .map(str::to_string)
+        };
+        assert_eq!(
+            entrypoint(&text),
+            entrypoint(&repo_file("appliance/Dockerfile")),
+            "both image definitions start the box the same way"
+        );
         let mut e = EntryPoint {
             name: "container entrypoint",
             env: vec![(
@@ -116,7 +127,9 @@ impl EntryPoint {
         for line in text.lines().map(str::trim) {
             if let Some(kv) = line.strip_prefix("ENV ") {
                 let (k, v) = kv.split_once('=').unwrap();
-                e.env.push((k.to_string(), v.to_string()));
+                if k != "PATH" {
+                    e.env.push((k.to_string(), v.to_string()));
+                }
             } else if let Some(json) = line.strip_prefix("ENTRYPOINT ") {
                 e.start = serde_json::from_str(json).unwrap();
             }
