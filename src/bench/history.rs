@@ -76,9 +76,9 @@ fn finished(i: usize, seller: &Keys, buyer: &Keys, now: i64) -> crate::engine::o
         requested_by: Side::Buyer,
     });
     o.trade.payout = Some(Payout {
-        attempts: 0,
         state: PayoutState::Paid,
         fee_msat: 1_000,
+        ..Payout::due()
     });
     o.trade.rated = vec![Side::Buyer, Side::Seller];
     o

@@ -29,7 +29,8 @@ use super::order::{EscrowState, Order, Payout, PayoutState, Side};
 use super::tx::{Timer, Tx};
 use super::{Ctx, Engine};
 use crate::lightning::{
-    is_lightning_address, lnurl, HoldRequest, HoldState, LnEvent, PayOutcome, PaymentHash,
+    is_lightning_address, lnurl, HoldRequest, HoldState, LnEvent, NotSent, PayOutcome, PaymentHash,
+    SendOutcome,
 };
 use crate::store::*;
 
@@ -82,12 +83,28 @@ enum PayoutFact {
     Resolved { invoice: String, hash: PaymentHash },
     /// No usable invoice (LNURL error, expired, wrong amount...).
     Unusable(String),
-    /// The node accepted the payment of `hash`.
+    /// The node took the payment of `hash`.
     Sent(PaymentHash),
-    /// The node refused to send it.
-    NotSent(PaymentHash, String),
+    /// Certainly not sent, in this attempt or any earlier one of the same invoice.
+    NotSent(PaymentHash, NotSent),
+    /// The node may have sent it: treated as sent, and its outcome awaited.
+    Unknown(PaymentHash, String),
+    /// An earlier attempt of this payout (`hash`) may still arrive: no new attempt until it is
+    /// known to have failed.
+    Waiting(PaymentHash),
     /// The payment of `hash` ended.
     Ended(PaymentHash, PayOutcome),
+}
+
+/// The escrow worker could not finish a look at an order; it looks again later.
+#[derive(Debug, thiserror::Error)]
+pub enum EscrowError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Lightning node failed.
+    #[error(transparent)]
+    Lightning(#[from] crate::lightning::LightningError),
 }
 
 impl Engine {
@@ -167,8 +184,8 @@ impl Engine {
     }
 
     /// Acts on the order's recorded decisions, reads the node, applies what it saw.
-    async fn sync(&self, id: Uuid) -> Result<(), String> {
-        let Some(order) = self.order(id).map_err(|e| e.to_string())? else {
+    async fn sync(&self, id: Uuid) -> Result<(), EscrowError> {
+        let Some(order) = self.order(id)? else {
             return Ok(());
         };
         let facts = self.observe(&order).await;
@@ -185,9 +202,8 @@ impl Engine {
                 }
                 Ok((std::mem::take(&mut tx.out), std::mem::take(&mut tx.ln_work)))
             })
-            .await
-            .map_err(|e| e.to_string())?;
-        self.deliver(out).await.map_err(|e| e.to_string())?;
+            .await?;
+        self.deliver(out).await?;
         self.work.push(work);
         Ok(())
     }
@@ -234,7 +250,10 @@ impl Engine {
         }
         if let Some(p) = &order.trade.payout {
             f.payout = match &p.state {
-                PayoutState::Due => Some(self.resolve_payout(order).await),
+                PayoutState::Due => Some(match self.earlier_attempts(p) {
+                    Some(fact) => fact,
+                    None => self.resolve_payout(order).await,
+                }),
                 // A new attempt.
                 PayoutState::Paying {
                     invoice,
@@ -249,18 +268,36 @@ impl Engine {
                     Some(o) if o != PayOutcome::Pending => Some(PayoutFact::Ended(*hash, o)),
                     // Still in flight: resuming it is harmless, and after a crash it sends again
                     // a payment the node lost before it left (`Lightning::pay`).
-                    _ => {
-                        let resumed = self.send_payout(order, invoice, *hash, false).await;
-                        if let PayoutFact::NotSent(_, reason) = resumed {
-                            tracing::warn!(order = %order.id, "payout: cannot resume: {reason}");
+                    _ => match self.send_payout(order, invoice, *hash, false).await {
+                        fact @ PayoutFact::NotSent(..) => Some(fact),
+                        PayoutFact::Unknown(_, why) => {
+                            tracing::warn!(order = %order.id, "payout: {why}");
+                            None
                         }
-                        None
-                    }
+                        _ => None,
+                    },
                 },
                 _ => None,
             };
         }
         f
+    }
+
+    /// Before a payout resolves its destination again (a retry, or the buyer's new invoice):
+    /// every payment it tried before must be known to have failed. One that succeeded pays
+    /// the payout; one that may still arrive holds the payout back. `None`: all failed (or
+    /// never left), so a new attempt cannot pay the buyer twice.
+    fn earlier_attempts(&self, p: &Payout) -> Option<PayoutFact> {
+        for hash in &p.tried {
+            match self.ln.payment(*hash) {
+                Some(PayOutcome::Failed { .. }) | None => {}
+                Some(paid @ PayOutcome::Succeeded { .. }) => {
+                    return Some(PayoutFact::Ended(*hash, paid))
+                }
+                Some(PayOutcome::Pending) => return Some(PayoutFact::Waiting(*hash)),
+            }
+        }
+        None
     }
 
     /// Seconds the seller's hold invoice stays payable: past the waiting time-out, so the
@@ -308,42 +345,39 @@ impl Engine {
     ) -> PayoutFact {
         let inv = match invoice.parse::<Bolt11Invoice>() {
             Ok(inv) => inv,
-            Err(e) => return PayoutFact::NotSent(hash, format!("unreadable invoice: {e}")),
+            Err(e) => return PayoutFact::NotSent(hash, NotSent::Unreadable(e.to_string())),
         };
         let amount_msat = order.buyer_total() as u64 * 1000;
         let amount = inv.amount_milli_satoshis().is_none().then_some(amount_msat);
         let cap = routing_fee_cap(order.buyer_total(), self.settings.mostro.max_routing_fee);
         match self.ln.pay(&inv, amount, cap * 1000, fresh).await {
-            Ok(_) => {
+            SendOutcome::Sent => {
                 crash_point("after-pay").await;
                 PayoutFact::Sent(hash)
             }
-            Err(e) => PayoutFact::NotSent(hash, e.to_string()),
+            SendOutcome::NotSent(why) => PayoutFact::NotSent(hash, why),
+            SendOutcome::Unknown(why) => PayoutFact::Unknown(hash, why),
         }
     }
 
     /// Cancels every hold invoice queued for cancelling and forgets those the node confirms.
-    async fn cancel_queued_holds(&self) -> Result<(), String> {
-        let hashes = {
-            let r = self.store.read().map_err(|e| e.to_string())?;
-            let t = r.open_table(CANCEL_HOLDS).map_err(|e| e.to_string())?;
+    async fn cancel_queued_holds(&self) -> Result<(), EscrowError> {
+        let hashes = (|| -> Result<Vec<PaymentHash>, StoreError> {
+            let r = self.store.read()?;
+            let t = r.open_table(CANCEL_HOLDS)?;
             let mut v = Vec::new();
-            for e in t.iter().map_err(|e| e.to_string())? {
-                v.push(PaymentHash(*e.map_err(|e| e.to_string())?.0.value()));
+            for e in t.iter()? {
+                v.push(PaymentHash(*e?.0.value()));
             }
-            v
-        };
+            Ok(v)
+        })()?;
         tracing::debug!("escrow: {} hold invoices to cancel", hashes.len());
         if hashes.is_empty() {
             return Ok(());
         }
         let mut done = Vec::new();
         for hash in hashes {
-            let state = self
-                .ln
-                .hold(hash)
-                .map_err(|e| e.to_string())?
-                .map(|r| r.state);
+            let state = self.ln.hold(hash)?.map(|r| r.state);
             match state {
                 Some(HoldState::Open | HoldState::Held { .. }) => {
                     match self.ln.cancel_hold(hash).await {
@@ -365,8 +399,8 @@ impl Engine {
                 }
                 Ok(())
             })
-            .await
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
 }
 
@@ -485,11 +519,7 @@ fn apply_escrow(
         }
         (EscrowState::Settling, Some(HoldState::Settled)) => {
             set_escrow(order, EscrowState::Settled);
-            order.trade.payout = Some(Payout {
-                attempts: 0,
-                state: PayoutState::Due,
-                fee_msat: 0,
-            });
+            order.trade.payout = Some(Payout::due());
         }
         _ => {}
     }
@@ -634,8 +664,14 @@ fn apply_payout(
     let Some(payout) = order.trade.payout.as_mut() else {
         return Ok(());
     };
+    // Every payment a payout hands to the node is remembered, so that it never moves to
+    // another one while this one may still arrive.
+    if let PayoutState::Paying { hash, .. } = &payout.state {
+        payout.remember(*hash);
+    }
     let failure = match (&payout.state, fact) {
         (PayoutState::Due, PayoutFact::Resolved { invoice, hash }) => {
+            payout.remember(hash);
             payout.state = PayoutState::Paying {
                 invoice,
                 hash,
@@ -644,37 +680,49 @@ fn apply_payout(
             None
         }
         (PayoutState::Due, PayoutFact::Unusable(reason)) => Some(reason),
-        (PayoutState::Paying { hash, sent, .. }, PayoutFact::Sent(h)) if *hash == h && !sent => {
+        (PayoutState::Due, PayoutFact::Waiting(h)) => {
+            tracing::info!(
+                order = %order.id,
+                "payout: waiting for the outcome of the earlier payment {h} before a new attempt"
+            );
+            None
+        }
+        (
+            PayoutState::Paying { hash, sent, .. },
+            PayoutFact::Sent(h) | PayoutFact::Unknown(h, _),
+        ) if *hash == h && !sent => {
             if let PayoutState::Paying { sent, .. } = &mut payout.state {
                 *sent = true;
             }
             None
         }
-        (PayoutState::Paying { hash, .. }, PayoutFact::NotSent(h, reason)) if *hash == h => {
-            Some(reason)
+        (PayoutState::Paying { hash, .. }, PayoutFact::NotSent(h, why)) if *hash == h => {
+            Some(why.to_string())
         }
-        (PayoutState::Paying { hash, .. }, PayoutFact::Ended(h, outcome)) if *hash == h => {
-            match outcome {
-                PayOutcome::Succeeded { fee_msat } => {
-                    payout.state = PayoutState::Paid;
-                    payout.fee_msat = fee_msat;
-                    if order.move_to(Status::Success).is_ok() {
-                        tracing::info!(order = %order.id, fee_msat, "payout: buyer paid");
-                        tell(
-                            tx,
-                            order,
-                            Side::Buyer,
-                            None,
-                            Action::PurchaseCompleted,
-                            None,
-                        )?;
-                        tell(tx, order, Side::Buyer, None, Action::Rate, None)?;
-                    }
-                    None
-                }
-                PayOutcome::Failed { reason } => Some(reason),
-                PayOutcome::Pending => None,
+        (
+            PayoutState::Paying { .. } | PayoutState::Due,
+            PayoutFact::Ended(h, PayOutcome::Succeeded { fee_msat }),
+        ) if payout.tried.contains(&h) => {
+            payout.state = PayoutState::Paid;
+            payout.fee_msat = fee_msat;
+            if order.move_to(Status::Success).is_ok() {
+                tracing::info!(order = %order.id, fee_msat, "payout: buyer paid");
+                tell(
+                    tx,
+                    order,
+                    Side::Buyer,
+                    None,
+                    Action::PurchaseCompleted,
+                    None,
+                )?;
+                tell(tx, order, Side::Buyer, None, Action::Rate, None)?;
             }
+            None
+        }
+        (PayoutState::Paying { hash, .. }, PayoutFact::Ended(h, PayOutcome::Failed { reason }))
+            if *hash == h =>
+        {
+            Some(reason)
         }
         _ => None,
     };

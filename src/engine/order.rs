@@ -90,6 +90,29 @@ pub struct Payout {
     pub state: PayoutState,
     /// Routing fee of the successful payment, msat.
     pub fee_msat: u64,
+    /// Every payment hash this payout has handed to the node, oldest first. The payout moves
+    /// to a new attempt only when each of them is known to have failed.
+    #[serde(default)]
+    pub tried: Vec<PaymentHash>,
+}
+
+impl Payout {
+    /// A payout due now, before any attempt.
+    pub fn due() -> Self {
+        Payout {
+            attempts: 0,
+            state: PayoutState::Due,
+            fee_msat: 0,
+            tried: Vec::new(),
+        }
+    }
+
+    /// Remembers a payment hash handed (or about to be handed) to the node.
+    pub fn remember(&mut self, hash: PaymentHash) {
+        if !self.tried.contains(&hash) {
+            self.tried.push(hash);
+        }
+    }
 }
 
 /// Where a payout stands.

@@ -198,6 +198,49 @@ pub enum PayOutcome {
     Pending,
 }
 
+/// What became of a request to send a payment. Only [`SendOutcome::NotSent`] proves that no
+/// sats left for it, in this attempt or any earlier one of the same payment: a payout moves on
+/// (to a retry, or to another invoice) only on that proof or on the node's own failure event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The node has the payment in flight, or has already ended it: the outcome arrives as
+    /// [`LnEvent::Paid`] and through [`Lightning::payment`].
+    Sent,
+    /// Nothing left the node for this payment, ever.
+    NotSent(NotSent),
+    /// The node may have sent it: an error after it may have taken the payment, or a resend
+    /// refused while an earlier run's attempt may still be out there. Wait for its outcome.
+    Unknown(String),
+}
+
+/// Why a payment was certainly not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotSent {
+    /// The invoice has no amount and none was given.
+    #[error("the invoice has no amount and none was given")]
+    NoAmount,
+    /// The invoice cannot be read.
+    #[error("unreadable invoice: {0}")]
+    Unreadable(String),
+    /// LDK found no route within the fee limit, or the invoice has expired.
+    #[error(
+        "no route to {payee} for this amount within a {max_fee_msat} msat fee limit, or the \
+         invoice has expired"
+    )]
+    NoRoute {
+        /// The recipient's node id.
+        payee: String,
+        /// The routing fee limit.
+        max_fee_msat: u64,
+    },
+    /// The node refused it before taking it (not running, invalid amount or invoice).
+    #[error("the Lightning node refused it: {0}")]
+    Refused(String),
+    /// The box could not record the attempt, so it did not ask the node.
+    #[error("not sent: the attempt could not be recorded: {0}")]
+    Store(String),
+}
+
 /// Something that happened on the Lightning node, for whoever is listening.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LnEvent {
@@ -286,6 +329,8 @@ pub enum LightningError {
 
 /// A boxed future, so the trait can be used as `dyn Lightning`.
 pub type LnFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LightningError>> + Send + 'a>>;
+/// A boxed future of a send's outcome (which carries its own failures).
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = SendOutcome> + Send + 'a>>;
 
 /// The Lightning operations the escrow engine needs.
 pub trait Lightning: Send + Sync {
@@ -312,8 +357,9 @@ pub trait Lightning: Send + Sync {
         amount_msat: Option<u64>,
         max_fee_msat: u64,
         fresh: bool,
-    ) -> LnFuture<'a, PaymentHash>;
-    /// Where an outgoing payment stands (`None`: the node never tried it).
+    ) -> SendFuture<'a>;
+    /// Where an outgoing payment stands: `Failed` only once it is certain that no part of it
+    /// can still arrive, `Pending` while it may; `None`: the node was never asked to send it.
     fn payment(&self, hash: PaymentHash) -> Option<PayOutcome>;
     /// Checks an invoice the box is asked to pay: the node's network, the amount due (if
     /// given), valid for at least `valid_for` more seconds, and an acceptable final CLTV.
@@ -337,8 +383,21 @@ pub async fn pay_and_wait(
     max_fee_msat: u64,
     timeout: Duration,
 ) -> Result<PayOutcome, LightningError> {
+    use ldk_node::bitcoin::hashes::Hash;
     let mut events = ln.subscribe();
-    let hash = ln.pay(invoice, amount_msat, max_fee_msat, true).await?;
+    let hash = PaymentHash(invoice.payment_hash().to_byte_array());
+    match ln.pay(invoice, amount_msat, max_fee_msat, true).await {
+        SendOutcome::Sent => {}
+        SendOutcome::NotSent(why) => {
+            return Ok(PayOutcome::Failed {
+                reason: why.to_string(),
+            })
+        }
+        SendOutcome::Unknown(why) => {
+            tracing::warn!("Lightning: payment {hash}: {why}");
+            return Ok(PayOutcome::Pending);
+        }
+    }
     let wait = async {
         loop {
             if let Some(done) = ln.payment(hash).filter(|o| *o != PayOutcome::Pending) {

@@ -70,6 +70,11 @@ pub const OPEN_HOLDS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("ope
 /// from the node's events before they are acknowledged. ldk-node's own record of a payment can
 /// be gone (see `LdkNode::send`), and the payout must never be made twice.
 pub const PAYMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("payments");
+/// Outgoing payments handed to the node whose outcome is not yet known: payment hash -> the
+/// block from which any part of them that left must have expired. Written before the node is
+/// asked, removed with the outcome, so it holds across any number of restarts: until then a
+/// refused resend does not prove that the payment never left.
+pub const SENDS: TableDefinition<&[u8; 32], u32> = TableDefinition::new("sends");
 /// Which order a payment hash belongs to (escrow hold invoices and buyer payouts), so a
 /// Lightning event finds its trade.
 pub const HASHES: TableDefinition<&[u8; 32], u128> = TableDefinition::new("hashes");
@@ -103,6 +108,7 @@ pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError>
     txn.open_table(CANCEL_HOLDS)?;
     txn.open_table(ESCROW_DEADLINES)?;
     txn.open_table(PAYMENTS)?;
+    txn.open_table(SENDS)?;
     Ok(())
 }
 
@@ -125,7 +131,7 @@ pub(super) fn copy_all(
     }
     copy!(META, EVENTS, INBOX, PROCESSED, ORDERS, TIMERS, USERS, DISPUTES, OUTBOX, HOLDS);
     copy!(OPEN_HOLDS, HASHES, LN_WATCH, CANCEL_HOLDS, ESCROW_DEADLINES);
-    copy!(OPEN_ORDERS, ORDER_STATS, PAYMENTS);
+    copy!(OPEN_ORDERS, ORDER_STATS, PAYMENTS, SENDS);
     let src = from.open_multimap_table(IDENTITY_ORDERS)?;
     let mut dst = to.open_multimap_table(IDENTITY_ORDERS)?;
     for entry in src.iter()? {

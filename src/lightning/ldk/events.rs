@@ -103,6 +103,8 @@ impl LdkNode {
                     Some(v) => Some(decode("payments", v.value())?),
                     None => None,
                 };
+                // The outcome is known: the attempt record goes with it.
+                txn.open_table(crate::store::SENDS)?.remove(&hash.0)?;
                 if let Some(s @ PayOutcome::Succeeded { .. }) = before {
                     return Ok(s);
                 }

@@ -32,7 +32,7 @@ use super::invoice::{self, InvoiceError, InvoiceRules};
 use super::seed::Seed;
 use super::{
     HoldRecord, HoldRequest, HoldState, Lightning, LightningError, LnEvent, LnFuture, PayOutcome,
-    PaymentHash, Preimage,
+    PaymentHash, Preimage, SendFuture,
 };
 use crate::config::LightningSettings;
 use crate::store::{decode, encode, Store, StoreError, HOLDS, OPEN_HOLDS, PAYMENTS};
@@ -41,12 +41,6 @@ use crate::store::{decode, encode, Store, StoreError, HOLDS, OPEN_HOLDS, PAYMENT
 pub const LDK_DIR: &str = "lightning";
 /// How often the guard looks at the chain tip.
 const GUARD_TICK: Duration = Duration::from_secs(1);
-/// LDK's default cap on a payment's total CLTV expiry delta (`max_total_cltv_expiry_delta`):
-/// no HTLC the box sends is locked for longer.
-const LDK_MAX_TOTAL_CLTV: u32 = 1008;
-/// Blocks added to that before a payment that cannot be resent is called failed (time for LDK
-/// to resolve an expired HTLC and report it).
-const RESUME_MARGIN_BLOCKS: u32 = 12;
 /// How long the node may take to confirm claiming a held payment (milliseconds when all is
 /// well) before a repeated settle reports it.
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
@@ -64,9 +58,6 @@ pub struct LdkNode {
     /// Outgoing payments LDK has taken (or already had) since this process started, and that
     /// have not ended: sending them again would do nothing (see [`LdkNode::send`]).
     in_flight: Mutex<HashSet<PaymentHash>>,
-    /// Payments found "pending" from before a restart and sent again, with the block from which
-    /// any part of them that left before the restart has expired (see [`LdkNode::send`]).
-    resuming: Mutex<HashMap<PaymentHash, u32>>,
     /// One payment sent at a time, so that the checks in [`LdkNode::send`] hold while it sends.
     sending: tokio::sync::Mutex<()>,
     /// Held payments the box asked LDK to claim, since when (until LDK confirms).
@@ -132,7 +123,6 @@ impl LdkNode {
             watched: tokio::sync::Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             claims: Mutex::new(HashMap::new()),
-            resuming: Mutex::new(HashMap::new()),
             sending: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
         });
@@ -211,30 +201,12 @@ impl super::Lightning for LdkNode {
         amount_msat: Option<u64>,
         max_fee_msat: u64,
         fresh: bool,
-    ) -> LnFuture<'a, PaymentHash> {
+    ) -> SendFuture<'a> {
         Box::pin(self.send(invoice, amount_msat, max_fee_msat, fresh))
     }
 
     fn payment(&self, hash: PaymentHash) -> Option<PayOutcome> {
-        match self.payment_outcome(hash) {
-            Ok(Some(outcome)) => return Some(outcome),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!("Lightning: cannot read payment {hash}: {e}");
-                return Some(PayOutcome::Pending);
-            }
-        }
-        let p = self.node.payment(&PaymentId(hash.0))?;
-        if p.direction != PaymentDirection::Outbound {
-            return None;
-        }
-        Some(match p.status {
-            // Its outcome is recorded in redb when the event comes (or came) in.
-            PaymentStatus::Pending | PaymentStatus::Failed => PayOutcome::Pending,
-            PaymentStatus::Succeeded => PayOutcome::Succeeded {
-                fee_msat: p.fee_paid_msat.unwrap_or(0),
-            },
-        })
+        self.payment_state(hash)
     }
 
     fn check_invoice(
