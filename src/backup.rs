@@ -59,6 +59,10 @@ pub enum BackupError {
     /// The passphrase is too weak to protect a seed.
     #[error("the passphrase must have at least 8 characters")]
     WeakPassphrase,
+    /// The file asks for key-stretching costs no backup of the box uses (a crafted file could
+    /// otherwise make the restore allocate gigabytes).
+    #[error("{0} asks for scrypt parameters this box never writes: not a backup of a mostro-box")]
+    Unsupported(PathBuf),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -71,7 +75,13 @@ struct Header {
     p: u32,
     salt: String,
     nonce: String,
+    /// Unix time the backup was taken (absent in backups from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<i64>,
 }
+
+/// Largest scrypt cost a restore accepts: 2^18 × 8 × 128 B = 256 MiB (backups use 2^15).
+const MAX_LOG_N: u8 = 18;
 
 /// What a backup or a restore covered.
 #[derive(Debug, Clone, Serialize)]
@@ -148,6 +158,7 @@ pub fn create(
         p: 1,
         salt: hex(&salt),
         nonce: hex(&nonce),
+        created_at: Some(crate::protocol::now()),
     };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -169,11 +180,31 @@ pub fn create(
     })
 }
 
-/// Restores `file` into `data_dir`, which must not hold a box already. Every file is written
-/// with mode 0600.
-pub fn restore(file: &Path, data_dir: &Path, passphrase: &str) -> Result<Summary, BackupError> {
-    for name in [SEED_FILE, NODE_KEY_FILE, STORE_FILE] {
-        if data_dir.join(name).exists() {
+/// What a restore wrote, and the payouts it put aside for the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restored {
+    /// The files written.
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Orders whose payout was not finished when the backup was taken: on hold until the
+    /// operator decides (`mostro-box order payout`).
+    pub payouts_on_hold: Vec<uuid::Uuid>,
+}
+
+/// Restores `file` into `data_dir`, which must not hold a box already (not even an old
+/// Lightning channel state: running it would risk the channels' funds). The directory and
+/// every file are private to the operator (0700 and 0600).
+///
+/// Every payout that was not finished when the backup was taken is put on hold: the box that
+/// made the backup may have paid it since, and the restored node cannot know.
+pub fn restore(file: &Path, data_dir: &Path, passphrase: &str) -> Result<Restored, BackupError> {
+    let ldk = data_dir.join(crate::lightning::ldk::LDK_DIR);
+    for path in [SEED_FILE, NODE_KEY_FILE, STORE_FILE]
+        .iter()
+        .map(|n| data_dir.join(n))
+        .chain([ldk])
+    {
+        if path.exists() {
             return Err(BackupError::NotEmpty(data_dir.to_path_buf()));
         }
     }
@@ -185,6 +216,9 @@ pub fn restore(file: &Path, data_dir: &Path, passphrase: &str) -> Result<Summary
         .position(|b| *b == b'\n')
         .ok_or_else(not_backup)?;
     let header: Header = serde_json::from_slice(&rest[..split]).map_err(|_| not_backup())?;
+    if header.log_n > MAX_LOG_N || header.r != 8 || header.p != 1 {
+        return Err(BackupError::Unsupported(file.to_path_buf()));
+    }
     let salt = unhex(&header.salt).ok_or_else(not_backup)?;
     let nonce: [u8; 24] = unhex(&header.nonce)
         .and_then(|n| n.try_into().ok())
@@ -195,12 +229,23 @@ pub fn restore(file: &Path, data_dir: &Path, passphrase: &str) -> Result<Summary
         .decrypt(XNonce::from_slice(&nonce), &rest[split + 1..])
         .map_err(|_| BackupError::WrongPassphrase)?;
     let entries = parse(&plain).ok_or_else(not_backup)?;
-    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    if entries.iter().any(|(name, _)| {
+        ![SEED_FILE, NODE_KEY_FILE, CONFIG_FILE, STORE_FILE].contains(&name.as_str())
+    }) {
+        // Only the names a backup writes: nothing can land outside the data directory.
+        return Err(not_backup());
+    }
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(io(data_dir))?;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(data_dir))?;
+    }
     for (name, data) in &entries {
-        // Only the names a backup writes; nothing can land outside the data directory.
-        if ![SEED_FILE, NODE_KEY_FILE, CONFIG_FILE, STORE_FILE].contains(&name.as_str()) {
-            return Err(not_backup());
-        }
         let path = data_dir.join(name);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -211,12 +256,56 @@ pub fn restore(file: &Path, data_dir: &Path, passphrase: &str) -> Result<Summary
         f.write_all(data).map_err(io(&path))?;
         f.sync_all().map_err(io(&path))?;
     }
-    Ok(Summary {
-        entries: entries
-            .iter()
-            .map(|(n, d)| (n.clone(), d.len() as u64))
-            .collect(),
+    let payouts_on_hold = hold_payouts(&data_dir.join(STORE_FILE), header.created_at)?;
+    Ok(Restored {
+        summary: Summary {
+            entries: entries
+                .iter()
+                .map(|(n, d)| (n.clone(), d.len() as u64))
+                .collect(),
+        },
+        payouts_on_hold,
     })
+}
+
+/// Puts every unfinished payout in the restored store on hold, in one commit.
+fn hold_payouts(store: &Path, taken_at: Option<i64>) -> Result<Vec<uuid::Uuid>, BackupError> {
+    use crate::engine::order::PayoutState;
+    let db = redb::Database::create(store).map_err(StoreError::from)?;
+    let txn = db.begin_write().map_err(StoreError::from)?;
+    let mut held = Vec::new();
+    {
+        let mut tx = crate::engine::tx::Tx::open(&txn)?;
+        let when = taken_at
+            .map(|t| format!("taken at unix time {t}"))
+            .unwrap_or_else(|| "of unknown date".into());
+        for mut order in tx.open_orders()? {
+            let Some(payout) = order.trade.payout.as_mut() else {
+                continue;
+            };
+            if matches!(payout.state, PayoutState::Paid | PayoutState::OnHold { .. }) {
+                continue;
+            }
+            payout.state = PayoutState::OnHold {
+                reason: format!(
+                    "restored from a backup {when}: the box that made it may have paid this \
+                     buyer since. Check, then `mostro-box order payout {} resume` (pay it) or \
+                     `... paid` (it was paid)",
+                    order.id
+                ),
+            };
+            tx.put_order(&order)?;
+            held.push(order.id);
+        }
+    }
+    // The old node's attempt records say nothing about the restored node, which never had
+    // those payments; what the old node may have done is what the hold is for.
+    txn.open_table(crate::store::SENDS)
+        .map_err(StoreError::from)?
+        .retain(|_, _| false)
+        .map_err(StoreError::from)?;
+    txn.commit().map_err(StoreError::from)?;
+    Ok(held)
 }
 
 fn parse(mut b: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {

@@ -12,6 +12,24 @@ use crate::engine::dispute::DisputeRecord;
 use crate::lightning::{HoldState, LdkNode};
 use crate::store::*;
 
+/// The open orders whose payout waits for the operator's decision.
+pub fn payouts_on_hold(read: &redb::ReadTransaction) -> Result<Vec<uuid::Uuid>, StoreError> {
+    use crate::engine::order::{Order, PayoutState};
+    let index = read.open_table(OPEN_ORDERS)?;
+    let orders = read.open_table(ORDERS)?;
+    let mut held = Vec::new();
+    for entry in index.iter()? {
+        let id = entry?.0.value();
+        if let Some(bytes) = orders.get(id)? {
+            let o: Order = decode("orders", bytes.value())?;
+            if let Some(PayoutState::OnHold { .. }) = o.trade.payout.as_ref().map(|p| &p.state) {
+                held.push(o.id);
+            }
+        }
+    }
+    Ok(held)
+}
+
 /// What the metrics are read from.
 #[derive(Clone)]
 pub struct Metrics {
@@ -93,6 +111,12 @@ impl Metrics {
             "mostro_disputes_open",
             "Disputes not yet decided.",
             open,
+        );
+        gauge(
+            out,
+            "mostro_payouts_on_hold",
+            "Payouts put aside for the operator (after a restore): never paid automatically.",
+            payouts_on_hold(&read)?.len() as u64,
         );
         Ok(())
     }

@@ -148,3 +148,154 @@ async fn a_payment_in_flight_is_never_called_failed_across_restarts() {
     ln.stop();
     bob.stop().unwrap();
 }
+
+/// The CLI with the backup passphrase in its environment.
+async fn with_pass(dir: &std::path::Path, args: &[&str]) -> CliRun {
+    cli_env(
+        dir,
+        args,
+        &[("MOSTRO_BOX_BACKUP_PASSPHRASE", "correct horse battery")],
+    )
+    .await
+}
+
+/// A backup taken while a payout is in flight, restored: the payout is on hold for the
+/// operator (the old box may have paid it since), never paid by the restored box, shown by
+/// `order show`, the status page and `/metrics`, and completed only by the operator's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_payout_in_flight_waits_for_the_operator() {
+    use common::trade::*;
+    use mostro_core::prelude::{Action, Payload};
+    use std::os::unix::fs::PermissionsExt;
+
+    let t = trade(&[]).await;
+    let chain = t.m.b.chain.clone();
+    let (id, s) = sell_order(&t).await;
+    // The buyer's invoice is one its wallet holds: the payout stays in flight.
+    let hold = Preimage::random();
+    let desc = ldk_node::lightning_invoice::Bolt11InvoiceDescription::Direct(
+        ldk_node::lightning_invoice::Description::new("payout".into()).unwrap(),
+    );
+    let inv =
+        t.m.bob
+            .bolt11_payment()
+            .receive_for_hash(
+                (AMOUNT - FEE) as u64 * 1000,
+                &desc,
+                7200,
+                LdkHash(hold.hash().0),
+            )
+            .unwrap();
+    let b = t.buyer.take_index();
+    t.buyer
+        .send(
+            b,
+            Some(id),
+            Action::TakeSell,
+            Some(Payload::PaymentRequest(None, inv.to_string(), None)),
+        )
+        .await;
+    t.buyer.expect(b, Action::WaitingSellerToPay).await;
+    t.seller.expect(s, Action::PayInvoice).await; // the taker's reputation
+    let (_, escrow) = pay_request(&t.seller.expect(s, Action::PayInvoice).await);
+    seller_pays(&t, &escrow);
+    t.buyer.expect(b, Action::HoldInvoicePaymentAccepted).await;
+    fiat_sent(&t, id, s, b).await;
+    t.seller.send(s, Some(id), Action::Release, None).await;
+    wallet_event(&t.m.bob, "bob to hold the payout", |e| match e {
+        Event::PaymentClaimable { payment_hash, .. } if payment_hash.0 == hold.hash().0 => Some(()),
+        _ => None,
+    })
+    .await;
+    let dir = t.m.b.dir.clone();
+    let shown = cli_ok(&dir, &["--json", "order", "show", &id.to_string()])
+        .await
+        .json();
+    assert_eq!(shown["payout"]["state"]["state"], "paying", "{shown}");
+
+    let file = temp_dir("payout-backups").join("box.backup");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let f = file.to_str().unwrap();
+    let made = with_pass(&dir, &["backup", "create", f]).await;
+    assert!(made.ok, "{}", made.stderr);
+
+    // A directory with an old channel state is refused: running it could lose the channels.
+    let stale = temp_dir("restore-stale");
+    std::fs::create_dir_all(stale.join("lightning")).unwrap();
+    let refused = with_pass(&stale, &["backup", "restore", f]).await;
+    assert!(
+        !refused.ok && refused.stderr.contains("already holds a box"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!stale.join("lightning.seed").exists());
+
+    let target = temp_dir("restore-payout");
+    let restored = with_pass(&target, &["backup", "restore", f]).await;
+    assert!(restored.ok, "{}", restored.stderr);
+    assert!(
+        restored.stdout.contains(&format!("order {id}")),
+        "{}",
+        restored.stdout
+    );
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "the restored data directory is private"
+    );
+
+    // The old box is gone; the restored one starts on the same seed.
+    let bob = t.m.bob.clone();
+    drop(t);
+    let r = TestBox::start_in(target.clone(), chain, &[]).await;
+    let shown = cli_ok(&target, &["--json", "order", "show", &id.to_string()])
+        .await
+        .json();
+    assert_eq!(shown["status"], "settled-hold-invoice", "{shown}");
+    assert_eq!(shown["payout"]["state"]["state"], "on_hold", "{shown}");
+    let port: u16 = r.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (_, metrics) = http_get(port, "/metrics", "text/plain").await;
+    assert!(metrics.contains("mostro_payouts_on_hold 1"), "{metrics}");
+    let link = cli_ok(&target, &["--json", "status-page"]).await.json()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (base, token) = link.split_once("/?token=").unwrap();
+    let page_port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let (_, _, html) = http_request(
+        page_port,
+        "/",
+        &format!("Cookie: mostro_box_token={token}\r\n"),
+    )
+    .await;
+    assert!(html.contains("payout-on-hold"), "{html}");
+    // Nothing was sent from the restored node.
+    assert!(
+        !r.ln()
+            .list_payments()
+            .iter()
+            .any(|p| p.direction == ldk_node::payment::PaymentDirection::Outbound),
+        "the restored box paid by itself"
+    );
+
+    // The operator's decision: bad input changes nothing; `paid` completes the trade.
+    let err = cli(
+        &target,
+        &["order", "payout", &uuid::Uuid::new_v4().to_string(), "paid"],
+    )
+    .await;
+    assert!(!err.ok && err.stderr.contains("no order"), "{}", err.stderr);
+    let done = cli_ok(&target, &["order", "payout", &id.to_string(), "paid"]).await;
+    assert!(done.stdout.contains("success"), "{}", done.stdout);
+    let again = cli(&target, &["order", "payout", &id.to_string(), "resume"]).await;
+    assert!(
+        !again.ok && again.stderr.contains("not on hold"),
+        "{}",
+        again.stderr
+    );
+    let (_, metrics) = http_get(port, "/metrics", "text/plain").await;
+    assert!(metrics.contains("mostro_payouts_on_hold 0"), "{metrics}");
+    drop(r);
+    bob.stop().unwrap();
+}

@@ -12,7 +12,8 @@ use ldk_node::payment::PaymentStatus;
 use ldk_node::Node;
 use serde_json::{json, Value};
 
-use super::handlers::{open_orders, str_field, u64_field};
+use super::handlers::{str_field, u64_field};
+use super::orders::open_orders;
 use super::{ApiContext, ApiError};
 use crate::engine::order::EscrowState;
 use crate::lightning::PaymentHash;

@@ -15,14 +15,9 @@ use crate::engine::user::User;
 use crate::store::{decode, DISPUTES, USERS};
 
 fn disputes(ctx: &ApiContext) -> Result<Vec<DisputeRecord>, ApiError> {
-    let read = ctx.store.read().map_err(ApiError::internal)?;
-    let table = read.open_table(DISPUTES).map_err(ApiError::internal)?;
-    let mut v = Vec::new();
-    for entry in table.iter().map_err(ApiError::internal)? {
-        let (_, bytes) = entry.map_err(ApiError::internal)?;
-        v.push(decode("disputes", bytes.value()).map_err(ApiError::internal)?);
-    }
-    Ok(v)
+    ctx.store
+        .all(DISPUTES, "disputes")
+        .map_err(ApiError::internal)
 }
 
 fn order(ctx: &ApiContext, id: Uuid) -> Result<Option<Order>, ApiError> {
@@ -74,7 +69,7 @@ pub fn show(ctx: &ApiContext, query: &str) -> Result<Value, ApiError> {
     let o = order(ctx, d.order_id)?;
     let mut v = summary(&d, o.as_ref());
     v["order"] = match &o {
-        Some(o) => super::handlers::order_view(o)?,
+        Some(o) => super::orders::order_view(o)?,
         None => Value::Null,
     };
     Ok(v)

@@ -10,16 +10,15 @@ use ldk_node::bitcoin::{Address, Network};
 use ldk_node::lightning::ln::msgs::SocketAddress;
 use ldk_node::lightning_invoice::{Bolt11InvoiceDescription, Description};
 use ldk_node::{ChannelDetails, NodeError, UserChannelId};
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::ReadableTableMetadata;
 use serde_json::{json, Value};
 
 use super::{ApiContext, ApiError};
-use crate::engine::order::Order;
 use crate::lightning::{
     lnurl, pay_and_wait, HoldRequest, HoldState, Lightning, LightningError, PayOutcome,
     PaymentHash, Preimage,
 };
-use crate::store::{decode, OPEN_ORDERS, ORDERS};
+use crate::store::OPEN_ORDERS;
 use ldk_node::bitcoin::hex::FromHex;
 
 /// Dispatches a request to its handler.
@@ -47,8 +46,9 @@ pub async fn route(
         ("POST", "/v1/hold/settle") => hold_settle(ctx, &input).await,
         ("POST", "/v1/hold/cancel") => hold_cancel(ctx, &input).await,
         ("GET", "/v1/hold/list") => hold_list(ctx).await,
-        ("GET", "/v1/order/list") => order_list(ctx),
-        ("GET", "/v1/order/show") => order_show(ctx, query),
+        ("GET", "/v1/order/list") => super::orders::list(ctx),
+        ("GET", "/v1/order/show") => super::orders::show(ctx, query),
+        ("POST", "/v1/order/payout") => super::orders::payout(ctx, &input).await,
         ("GET", "/v1/dispute/list") => super::disputes::list(ctx),
         ("GET", "/v1/dispute/show") => super::disputes::show(ctx, query),
         ("POST", "/v1/dispute/take") => super::disputes::take(ctx, &input).await,
@@ -512,141 +512,6 @@ fn hold_err(e: LightningError) -> ApiError {
 fn backup_snapshot(ctx: &ApiContext) -> Result<Value, ApiError> {
     let path = crate::backup::snapshot(&ctx.store, &ctx.data_dir).map_err(ApiError::internal)?;
     Ok(json!({ "snapshot": path }))
-}
-
-/// The orders not yet finished, from the open-order index.
-pub(super) fn open_orders(ctx: &ApiContext) -> Result<Vec<Order>, ApiError> {
-    let read = ctx.store.read().map_err(ApiError::internal)?;
-    let index = read.open_table(OPEN_ORDERS).map_err(ApiError::internal)?;
-    let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
-    let mut orders = Vec::new();
-    for entry in index.iter().map_err(ApiError::internal)? {
-        let id = entry.map_err(ApiError::internal)?.0.value();
-        if let Some(bytes) = table.get(id).map_err(ApiError::internal)? {
-            orders.push(decode("orders", bytes.value()).map_err(ApiError::internal)?);
-        }
-    }
-    Ok(orders)
-}
-
-/// Every stored order, finished or not.
-fn all_orders(ctx: &ApiContext) -> Result<Vec<Order>, ApiError> {
-    let read = ctx.store.read().map_err(ApiError::internal)?;
-    let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
-    let mut orders = Vec::new();
-    for entry in table.iter().map_err(ApiError::internal)? {
-        let (_, bytes) = entry.map_err(ApiError::internal)?;
-        orders.push(decode("orders", bytes.value()).map_err(ApiError::internal)?);
-    }
-    Ok(orders)
-}
-
-fn order_list(ctx: &ApiContext) -> Result<Value, ApiError> {
-    let orders: Vec<Value> = all_orders(ctx)?
-        .iter()
-        .map(|o| {
-            json!({
-                "id": o.id.to_string(),
-                "kind": o.kind.to_string(),
-                "status": o.status.to_string(),
-                "amount_sats": o.amount,
-                "fiat": format!("{} {}", o.fiat_amount, o.fiat_code),
-                "created_at": o.created_at,
-            })
-        })
-        .collect();
-    Ok(json!({ "orders": orders }))
-}
-
-fn order_show(ctx: &ApiContext, query: &str) -> Result<Value, ApiError> {
-    let id = query_param(query, "id").ok_or_else(|| ApiError::bad("give the order id"))?;
-    let uuid = uuid::Uuid::parse_str(id)
-        .map_err(|_| ApiError::bad(format!("{id} is not an order id (a UUID)")))?;
-    let o = ctx
-        .engine
-        .order(uuid)
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no order {uuid}")))?;
-    let mut v = order_view(&o)?;
-    v["on_chain"] = on_chain(ctx, &o);
-    Ok(v)
-}
-
-/// The order's payments that wait on chain in a force-closed channel, each with the block that
-/// decides it: the operator's answer to "why is this trade not finished?" (such a payment
-/// takes blocks, not seconds, and the box logs nothing while it waits).
-fn on_chain(ctx: &ApiContext, o: &Order) -> Value {
-    use crate::engine::order::PayoutState;
-    use ldk_node::LightningBalance as B;
-    let mut ours = Vec::new();
-    if let Some(e) = &o.trade.escrow {
-        ours.push(("escrow", e.hash()));
-    }
-    if let Some(PayoutState::Paying { hash, .. }) = o.trade.payout.as_ref().map(|p| &p.state) {
-        ours.push(("payout", *hash));
-    }
-    let balances = ctx.lightning.node().list_balances().lightning_balances;
-    let waiting: Vec<Value> = balances
-        .iter()
-        .filter_map(|b| {
-            let (hash, sats, block, what) = match b {
-                B::ContentiousClaimable {
-                    payment_hash,
-                    amount_satoshis,
-                    timeout_height,
-                    ..
-                } => (
-                    payment_hash,
-                    amount_satoshis,
-                    timeout_height,
-                    "the box is claiming it on chain; from this block the payer could take it back",
-                ),
-                B::MaybeTimeoutClaimableHTLC {
-                    payment_hash,
-                    amount_satoshis,
-                    claimable_height,
-                    ..
-                } => (
-                    payment_hash,
-                    amount_satoshis,
-                    claimable_height,
-                    "the payee can claim it on chain; from this block it comes back to the box",
-                ),
-                B::MaybePreimageClaimableHTLC {
-                    payment_hash,
-                    amount_satoshis,
-                    expiry_height,
-                    ..
-                } => (
-                    payment_hash,
-                    amount_satoshis,
-                    expiry_height,
-                    "held on chain without a claim; from this block it goes back to the payer",
-                ),
-                _ => return None,
-            };
-            let (payment, _) = ours.iter().find(|(_, h)| h.0 == hash.0)?;
-            Some(json!({
-                "payment": payment,
-                "amount_sats": sats,
-                "until_block": block,
-                "what": what,
-            }))
-        })
-        .collect();
-    Value::Array(waiting)
-}
-
-/// An order as the operator sees it: everything but the escrow's preimage, which must stay
-/// secret until the release (a routing node that learnt it could take the seller's payment),
-/// shown as its payment hash instead.
-pub(super) fn order_view(o: &Order) -> Result<Value, ApiError> {
-    let mut v = serde_json::to_value(o).map_err(ApiError::internal)?;
-    if let Some(escrow) = &o.trade.escrow {
-        v["escrow"]["preimage"] = Value::Null;
-        v["escrow"]["payment_hash"] = json!(escrow.hash().to_string());
-    }
-    Ok(v)
 }
 
 /// The value of `name` in a query string.

@@ -9,6 +9,7 @@ pub mod client;
 pub mod dev;
 mod disputes;
 pub mod handlers;
+mod orders;
 pub mod page;
 
 use std::path::{Path, PathBuf};

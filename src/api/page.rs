@@ -20,7 +20,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use super::handlers::{channel_list, open_orders, query_param, status};
+use super::handlers::{channel_list, query_param, status};
+use super::orders::open_orders;
 use super::{ApiContext, ApiError};
 use crate::engine::order::Deadline;
 
@@ -176,6 +177,16 @@ fn render(ctx: &ApiContext) -> Result<String, ApiError> {
             "<p class=\"banner\" id=\"attention\">{} open dispute{}: decide with <code>mostro-box dispute list</code></p>",
             open_disputes.len(),
             if open_disputes.len() == 1 { "" } else { "s" }
+        );
+    }
+    let read = ctx.store.read().map_err(ApiError::internal)?;
+    let on_hold = crate::metrics::payouts_on_hold(&read).map_err(ApiError::internal)?;
+    drop(read);
+    for id in &on_hold {
+        html += &format!(
+            "<p class=\"banner\" id=\"payout-on-hold\">Payout of order <code>{id}</code> is on hold \
+             (restored from a backup: the old box may have paid it). Check, then \
+             <code>mostro-box order payout {id} resume</code> or <code>paid</code></p>"
         );
     }
 

@@ -44,10 +44,20 @@ pub async fn create(data_dir: &Path, out: &Path) -> anyhow::Result<()> {
 /// Restores `file` into `data_dir`.
 pub fn restore(data_dir: &Path, file: &Path) -> anyhow::Result<()> {
     let passphrase = passphrase(false)?;
-    let summary = backup::restore(file, data_dir, &passphrase)?;
+    let restored = backup::restore(file, data_dir, &passphrase)?;
     println!("restored into {}:", data_dir.display());
-    for (name, size) in summary.entries {
+    for (name, size) in restored.summary.entries {
         println!("  {name:<18} {size} bytes");
+    }
+    if !restored.payouts_on_hold.is_empty() {
+        println!(
+            "{} payouts were not finished when the backup was taken; they are on hold, never \
+             paid automatically (the old box may have paid them):",
+            restored.payouts_on_hold.len()
+        );
+        for id in &restored.payouts_on_hold {
+            println!("  order {id}: `mostro-box order show {id}`, then `mostro-box order payout {id} resume` or `... paid`");
+        }
     }
     println!("Start it with `mostro-box run`. Never run it while the old box still runs.");
     Ok(())

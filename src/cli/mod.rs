@@ -295,6 +295,25 @@ pub enum OrderCommand {
         /// Order id.
         id: String,
     },
+    /// Decide a payout on hold (after `backup restore`, every unfinished payout is on hold,
+    /// because the box that made the backup may have paid it): `resume` pays the buyer now,
+    /// `paid` completes the trade without paying. Check the buyer's payment first.
+    Payout {
+        /// Order id.
+        id: String,
+        /// `resume` or `paid`.
+        #[arg(value_enum)]
+        decision: PayoutChoice,
+    },
+}
+
+/// The operator's decision on a payout on hold.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PayoutChoice {
+    /// Pay the buyer now (you checked that the buyer was not paid).
+    Resume,
+    /// The buyer was paid: complete the trade without paying.
+    Paid,
 }
 
 /// `backup` subcommands. The passphrase comes from MOSTRO_BOX_BACKUP_PASSPHRASE or is asked.

@@ -248,6 +248,24 @@ pub async fn run(data_dir: &Path, as_json: bool, command: Command) -> anyhow::Re
                     serde_json::to_string_pretty(v).unwrap_or_default()
                 })
             }
+            OrderCommand::Payout { id, decision } => {
+                let decision = match decision {
+                    super::PayoutChoice::Resume => "resume",
+                    super::PayoutChoice::Paid => "paid",
+                };
+                let body = serde_json::json!({ "id": id.trim(), "decision": decision });
+                (
+                    call(data_dir, "POST", "/v1/order/payout", Some(body)).await?,
+                    |v| {
+                        format!(
+                            "order {}: {}, payout {}",
+                            v["id"].as_str().unwrap_or_default(),
+                            v["status"].as_str().unwrap_or_default(),
+                            v["payout"]["state"]["state"].as_str().unwrap_or_default()
+                        )
+                    },
+                )
+            }
         },
         Command::Dispute { what } => match what {
             DisputeCommand::List => (get("/v1/dispute/list").await?, |v| {

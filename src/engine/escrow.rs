@@ -6,15 +6,13 @@
 //! rest of the state change. After the commit this worker acts on the decision, reads the
 //! node's state, and applies what it saw in a new commit. Every step is idempotent: after a
 //! crash the worker simply looks at every unfinished order again (the `ln_watch` table) and
-//! finishes the job. A payout invoice is recorded before the node is asked to pay it, and the
-//! node refuses to pay one invoice twice, so a trade is paid at most once.
+//! finishes the job. The payout's own rules are in [`super::payout`].
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ldk_node::lightning_invoice::Bolt11Invoice;
-use mostro_core::prelude::{Action, Payload, PaymentFailedInfo, Status};
+use mostro_core::prelude::{Action, Payload, Status};
 use nostr::PublicKey;
 use redb::ReadableTable;
 use tokio::sync::{broadcast, Notify};
@@ -24,14 +22,12 @@ use super::actions::cancel::{back_to_pending, cancel_trade};
 use super::actions::save_and_publish;
 use super::actions::take::escrow_held_notices;
 use super::actions::trade::close_dispute;
-use super::notify::{ask_buyer_for_invoice, buyer_view, seller_view, taker_reputation, tell};
-use super::order::{EscrowState, Order, Payout, PayoutState, Side};
+use super::notify::{ask_buyer_for_invoice, seller_view, taker_reputation, tell};
+use super::order::{EscrowState, Order, Payout, Side};
+use super::payout::{apply_payout, PayoutFact};
 use super::tx::{Timer, Tx};
 use super::{Ctx, Engine};
-use crate::lightning::{
-    is_lightning_address, lnurl, HoldRequest, HoldState, LnEvent, NotSent, PayOutcome, PaymentHash,
-    SendOutcome,
-};
+use crate::lightning::{HoldRequest, HoldState, LnEvent, PaymentHash};
 use crate::store::*;
 
 /// How often every unfinished order is looked at again, in case an event was missed.
@@ -74,26 +70,6 @@ pub struct Facts {
     hold: Option<HoldState>,
     /// What happened to the payout.
     payout: Option<PayoutFact>,
-}
-
-/// A step of the payout, as the worker saw it.
-#[derive(Debug)]
-enum PayoutFact {
-    /// The buyer's destination gave this invoice.
-    Resolved { invoice: String, hash: PaymentHash },
-    /// No usable invoice (LNURL error, expired, wrong amount...).
-    Unusable(String),
-    /// The node took the payment of `hash`.
-    Sent(PaymentHash),
-    /// Certainly not sent, in this attempt or any earlier one of the same invoice.
-    NotSent(PaymentHash, NotSent),
-    /// The node may have sent it: treated as sent, and its outcome awaited.
-    Unknown(PaymentHash, String),
-    /// An earlier attempt of this payout (`hash`) may still arrive: no new attempt until it is
-    /// known to have failed.
-    Waiting(PaymentHash),
-    /// The payment of `hash` ended.
-    Ended(PaymentHash, PayOutcome),
 }
 
 /// The escrow worker could not finish a look at an order; it looks again later.
@@ -248,116 +224,14 @@ impl Engine {
             }
             f.hold = ln.hold(hash).ok().flatten().map(|r| r.state);
         }
-        if let Some(p) = &order.trade.payout {
-            f.payout = match &p.state {
-                PayoutState::Due => Some(match self.earlier_attempts(p) {
-                    Some(fact) => fact,
-                    None => self.resolve_payout(order).await,
-                }),
-                // A new attempt.
-                PayoutState::Paying {
-                    invoice,
-                    hash,
-                    sent: false,
-                } => Some(self.send_payout(order, invoice, *hash, true).await),
-                PayoutState::Paying {
-                    invoice,
-                    hash,
-                    sent: true,
-                } => match ln.payment(*hash) {
-                    Some(o) if o != PayOutcome::Pending => Some(PayoutFact::Ended(*hash, o)),
-                    // Still in flight: resuming it is harmless, and after a crash it sends again
-                    // a payment the node lost before it left (`Lightning::pay`).
-                    _ => match self.send_payout(order, invoice, *hash, false).await {
-                        fact @ PayoutFact::NotSent(..) => Some(fact),
-                        PayoutFact::Unknown(_, why) => {
-                            tracing::warn!(order = %order.id, "payout: {why}");
-                            None
-                        }
-                        _ => None,
-                    },
-                },
-                _ => None,
-            };
-        }
+        f.payout = self.observe_payout(order).await;
         f
-    }
-
-    /// Before a payout resolves its destination again (a retry, or the buyer's new invoice):
-    /// every payment it tried before must be known to have failed. One that succeeded pays
-    /// the payout; one that may still arrive holds the payout back. `None`: all failed (or
-    /// never left), so a new attempt cannot pay the buyer twice.
-    fn earlier_attempts(&self, p: &Payout) -> Option<PayoutFact> {
-        for hash in &p.tried {
-            match self.ln.payment(*hash) {
-                Some(PayOutcome::Failed { .. }) | None => {}
-                Some(paid @ PayOutcome::Succeeded { .. }) => {
-                    return Some(PayoutFact::Ended(*hash, paid))
-                }
-                Some(PayOutcome::Pending) => return Some(PayoutFact::Waiting(*hash)),
-            }
-        }
-        None
     }
 
     /// Seconds the seller's hold invoice stays payable: past the waiting time-out, so the
     /// time-out (not the invoice's expiry) decides what happens to an unpaid take.
     fn hold_invoice_expiry(&self) -> u32 {
         (self.settings.mostro.expiration_seconds + 300).clamp(600, 86_400) as u32
-    }
-
-    /// The buyer's destination as a checked invoice for exactly amount − fee.
-    async fn resolve_payout(&self, order: &Order) -> PayoutFact {
-        let Some(dest) = order.buyer_invoice.clone() else {
-            return PayoutFact::Unusable("the buyer has not given an invoice".into());
-        };
-        let amount_msat = order.buyer_total() as u64 * 1000;
-        let text = if is_lightning_address(&dest) {
-            let allow_local = self.settings.lightning.network == "regtest";
-            match lnurl::resolve(&dest, amount_msat, allow_local).await {
-                Ok(pr) => pr,
-                Err(e) => return PayoutFact::Unusable(e.to_string()),
-            }
-        } else {
-            dest
-        };
-        match self.ln.check_invoice(&text, Some(amount_msat), 0) {
-            Ok(inv) => {
-                use ldk_node::bitcoin::hashes::Hash;
-                PayoutFact::Resolved {
-                    hash: PaymentHash(inv.payment_hash().to_byte_array()),
-                    invoice: text,
-                }
-            }
-            Err(e) => PayoutFact::Unusable(e.to_string()),
-        }
-    }
-
-    /// Pays the payout invoice. It was checked when it was chosen; it is not checked again
-    /// here, so that a payment sent before a crash is never refused on resuming (an invoice
-    /// that has expired since is refused by the node itself, as a failed attempt).
-    async fn send_payout(
-        &self,
-        order: &Order,
-        invoice: &str,
-        hash: PaymentHash,
-        fresh: bool,
-    ) -> PayoutFact {
-        let inv = match invoice.parse::<Bolt11Invoice>() {
-            Ok(inv) => inv,
-            Err(e) => return PayoutFact::NotSent(hash, NotSent::Unreadable(e.to_string())),
-        };
-        let amount_msat = order.buyer_total() as u64 * 1000;
-        let amount = inv.amount_milli_satoshis().is_none().then_some(amount_msat);
-        let cap = routing_fee_cap(order.buyer_total(), self.settings.mostro.max_routing_fee);
-        match self.ln.pay(&inv, amount, cap * 1000, fresh).await {
-            SendOutcome::Sent => {
-                crash_point("after-pay").await;
-                PayoutFact::Sent(hash)
-            }
-            SendOutcome::NotSent(why) => PayoutFact::NotSent(hash, why),
-            SendOutcome::Unknown(why) => PayoutFact::Unknown(hash, why),
-        }
     }
 
     /// Cancels every hold invoice queued for cancelling and forgets those the node confirms.
@@ -412,23 +286,13 @@ impl Engine {
 /// The points after a Lightning call first give ldk-node a moment to persist its channel
 /// manager: a cut inside ldk-node's own persistence window makes LDK force-close the channel
 /// on restart (its documented recovery), which is LDK's crash model, not the box's.
-async fn crash_point(point: &str) {
+pub(super) async fn crash_point(point: &str) {
     if std::env::var("MOSTRO_BOX_CRASH_AT").as_deref() == Ok(point) {
         if point != "before-settle" {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         eprintln!("MOSTRO_BOX_CRASH_AT={point}: dying here");
         std::process::abort();
-    }
-}
-
-/// The routing fee a payout may spend, in sats (reference §4.0): max(1 %, 10 sats) up to
-/// 1000 sats, else `max_routing_fee` of the amount.
-pub fn routing_fee_cap(amount: i64, max_routing_fee: f64) -> u64 {
-    if amount <= 1000 {
-        ((amount as f64 * 0.01) as u64).max(10)
-    } else {
-        (amount as f64 * max_routing_fee) as u64
     }
 }
 
@@ -652,145 +516,5 @@ pub fn waiting_timeout(
             }
             Err(super::dispatch::Fail::Store(e)) => Err(e),
         }
-    }
-}
-
-fn apply_payout(
-    tx: &mut Tx,
-    ctx: &Ctx,
-    order: &mut Order,
-    fact: PayoutFact,
-) -> Result<(), StoreError> {
-    let Some(payout) = order.trade.payout.as_mut() else {
-        return Ok(());
-    };
-    // Every payment a payout hands to the node is remembered, so that it never moves to
-    // another one while this one may still arrive.
-    if let PayoutState::Paying { hash, .. } = &payout.state {
-        payout.remember(*hash);
-    }
-    let failure = match (&payout.state, fact) {
-        (PayoutState::Due, PayoutFact::Resolved { invoice, hash }) => {
-            payout.remember(hash);
-            payout.state = PayoutState::Paying {
-                invoice,
-                hash,
-                sent: false,
-            };
-            None
-        }
-        (PayoutState::Due, PayoutFact::Unusable(reason)) => Some(reason),
-        (PayoutState::Due, PayoutFact::Waiting(h)) => {
-            tracing::info!(
-                order = %order.id,
-                "payout: waiting for the outcome of the earlier payment {h} before a new attempt"
-            );
-            None
-        }
-        (
-            PayoutState::Paying { hash, sent, .. },
-            PayoutFact::Sent(h) | PayoutFact::Unknown(h, _),
-        ) if *hash == h && !sent => {
-            if let PayoutState::Paying { sent, .. } = &mut payout.state {
-                *sent = true;
-            }
-            None
-        }
-        (PayoutState::Paying { hash, .. }, PayoutFact::NotSent(h, why)) if *hash == h => {
-            Some(why.to_string())
-        }
-        (
-            PayoutState::Paying { .. } | PayoutState::Due,
-            PayoutFact::Ended(h, PayOutcome::Succeeded { fee_msat }),
-        ) if payout.tried.contains(&h) => {
-            payout.state = PayoutState::Paid;
-            payout.fee_msat = fee_msat;
-            if order.move_to(Status::Success).is_ok() {
-                tracing::info!(order = %order.id, fee_msat, "payout: buyer paid");
-                tell(
-                    tx,
-                    order,
-                    Side::Buyer,
-                    None,
-                    Action::PurchaseCompleted,
-                    None,
-                )?;
-                tell(tx, order, Side::Buyer, None, Action::Rate, None)?;
-            }
-            None
-        }
-        (PayoutState::Paying { hash, .. }, PayoutFact::Ended(h, PayOutcome::Failed { reason }))
-            if *hash == h =>
-        {
-            Some(reason)
-        }
-        _ => None,
-    };
-    if let Some(reason) = failure {
-        payout_failed(tx, ctx, order, reason)?;
-    }
-    Ok(())
-}
-
-/// A payout attempt failed: retry later, or ask the buyer for a new invoice once the attempts
-/// are used up. The buyer hears of the first failure and of the request for a new invoice.
-fn payout_failed(
-    tx: &mut Tx,
-    ctx: &Ctx,
-    order: &mut Order,
-    reason: String,
-) -> Result<(), StoreError> {
-    let l = &ctx.settings.lightning;
-    let Some(payout) = order.trade.payout.as_mut() else {
-        return Ok(());
-    };
-    payout.attempts += 1;
-    tracing::warn!(order = %order.id, attempt = payout.attempts, "payout failed: {reason}");
-    let first = payout.attempts == 1;
-    let exhausted = payout.attempts >= l.payment_attempts;
-    if exhausted {
-        payout.state = PayoutState::NeedsInvoice { reason };
-    } else {
-        let retry_at = ctx.now + l.payment_retries_interval as i64;
-        payout.state = PayoutState::Failed { reason, retry_at };
-        tx.set_timer(retry_at, order.id, Timer::PayoutRetry)?;
-    }
-    if first {
-        let info = PaymentFailedInfo {
-            payment_attempts: l.payment_attempts.saturating_sub(1),
-            payment_retries_interval: l.payment_retries_interval,
-        };
-        tell(
-            tx,
-            order,
-            Side::Buyer,
-            None,
-            Action::PaymentFailed,
-            Some(Payload::PaymentFailed(info)),
-        )?;
-    }
-    if exhausted {
-        let view = buyer_view(order, Status::SettledHoldInvoice, false);
-        tell(
-            tx,
-            order,
-            Side::Buyer,
-            None,
-            Action::AddInvoice,
-            Some(Payload::Order(view)),
-        )?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routing_fee_cap_follows_reference() {
-        assert_eq!(routing_fee_cap(500, 0.002), 10);
-        assert_eq!(routing_fee_cap(1000, 0.002), 10);
-        assert_eq!(routing_fee_cap(100_000, 0.002), 200);
     }
 }

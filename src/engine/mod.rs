@@ -12,6 +12,8 @@ pub mod dispute;
 pub mod escrow;
 pub mod notify;
 pub mod order;
+pub mod payout;
+pub use payout::PayoutDecision;
 mod timers;
 pub mod tx;
 pub mod user;

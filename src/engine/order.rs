@@ -143,8 +143,30 @@ pub enum PayoutState {
         /// Why the last attempt failed.
         reason: String,
     },
+    /// Put aside for the operator: never paid automatically. A restored backup puts every
+    /// unfinished payout here, since the box that made the backup may have paid it after the
+    /// backup was taken; the operator checks, then resumes it or marks it paid
+    /// (`mostro-box order payout`).
+    OnHold {
+        /// Why, for the operator.
+        reason: String,
+    },
     /// Paid.
     Paid,
+}
+
+impl PayoutState {
+    /// Its name, as stored and shown.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PayoutState::Due => "due",
+            PayoutState::Paying { .. } => "paying",
+            PayoutState::Failed { .. } => "failed",
+            PayoutState::NeedsInvoice { .. } => "needs_invoice",
+            PayoutState::OnHold { .. } => "on_hold",
+            PayoutState::Paid => "paid",
+        }
+    }
 }
 
 /// When the box next acts on an order by itself.

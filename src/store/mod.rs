@@ -117,6 +117,22 @@ impl Store {
         Ok(self.db.begin_read()?)
     }
 
+    /// Every record of a table keyed by UUID (orders, disputes), decoded: for the operator's
+    /// lists, which read them all.
+    pub fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: redb::TableDefinition<u128, &[u8]>,
+        name: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let read = self.read()?;
+        let table = read.open_table(table)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(decode(name, entry?.1.value())?);
+        }
+        Ok(out)
+    }
+
     /// The grouped-commit writer.
     pub fn writer(&self) -> &Writer {
         &self.writer
