@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the settings file inside the data directory.
 pub const CONFIG_FILE: &str = "mostro-box.toml";
+/// Smallest `lightning.escrow_deadline_margin_blocks`: the Lightning guard's blocks
+/// (`lightning::hold::GUARD_BLOCKS`, 6) and 6 more, so a trade is wound up (a dispute for one
+/// whose fiat was sent) well before the guard gives the seller the sats back.
+pub const MIN_ESCROW_MARGIN_BLOCKS: u32 = 12;
+
 /// Prefix of every environment variable that overrides a setting.
 pub const ENV_PREFIX: &str = "MOSTRO_BOX_";
 
@@ -544,11 +549,19 @@ impl Settings {
             l.payment_retries_interval >= 1,
             "at least 1 second",
         )?;
+        // The trade's wind-up (a dispute for a trade whose fiat was sent) must come well before
+        // the Lightning guard, which gives the seller the sats back with no dispute.
+        let min_margin = MIN_ESCROW_MARGIN_BLOCKS;
         check(
             "lightning.escrow_deadline_margin_blocks",
             l.escrow_deadline_margin_blocks,
-            l.escrow_deadline_margin_blocks < l.hold_invoice_cltv_delta,
-            "fewer blocks than lightning.hold_invoice_cltv_delta",
+            l.escrow_deadline_margin_blocks >= min_margin
+                && l.escrow_deadline_margin_blocks < l.hold_invoice_cltv_delta,
+            &format!(
+                "at least {min_margin} blocks (the Lightning guard gives the seller the sats \
+                 back shortly before the deadline, with no dispute) and fewer than \
+                 lightning.hold_invoice_cltv_delta"
+            ),
         )?;
         check(
             "lightning.network",
@@ -918,6 +931,19 @@ mod tests {
         assert!(msg.contains("mostro.fee") && msg.contains('2') && msg.contains("fraction"));
         let err = Settings::load(&dir, vec![], &["mostro.nope=1".into()]).unwrap_err();
         assert!(err.to_string().contains("unknown setting"));
+        // A wind-up margin inside the Lightning guard's blocks would let the guard refund a
+        // trade whose fiat was sent, with no dispute.
+        let err = Settings::load(
+            &dir,
+            vec![],
+            &["lightning.escrow_deadline_margin_blocks=6".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("escrow_deadline_margin_blocks") && err.contains("at least 12"),
+            "{err}"
+        );
     }
 
     fn tempdir() -> PathBuf {

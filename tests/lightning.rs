@@ -178,8 +178,8 @@ async fn guard_cancels_a_held_payment_before_ldk_would() {
     // The shortest window, so the deadline comes within a few blocks.
     let m = market(
         &[
-            "lightning.hold_invoice_cltv_delta=12",
-            "lightning.escrow_deadline_margin_blocks=2",
+            "lightning.hold_invoice_cltv_delta=13",
+            "lightning.escrow_deadline_margin_blocks=12",
         ],
         0,
     )

@@ -299,3 +299,124 @@ async fn a_restored_payout_in_flight_waits_for_the_operator() {
     drop(r);
     bob.stop().unwrap();
 }
+
+/// A buyer's Lightning address, end to end with the real binary: the first invoice its service
+/// gives cannot be paid (a certain failure), so the box retries with a second invoice; while
+/// that one is held by the buyer's wallet the box is killed twice. It never asks the service
+/// for a third invoice while the second may still arrive, and the buyer is paid exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lightning_address_payout_retries_survives_kills_and_pays_once() {
+    use common::lnurl::{lnurl_service, Answer};
+    use common::process::process_market;
+    use mostro_core::prelude::{Action, Kind, Payload};
+    const SATS: i64 = 50_000;
+    const FEE: i64 = 250;
+
+    let (m, mut b) = process_market(1, &["lightning.payment_retries_interval=1"]).await;
+    let carol = wallet(&m.chain, "carol");
+    let held = Preimage::random();
+    let service = lnurl_service(
+        &m.bob,
+        vec![Answer::Unpayable(carol.clone()), Answer::Hold(held.hash())],
+    )
+    .await;
+    let node = mostro_box::keys::load(&m.dir).unwrap().public_key();
+    let seller = Trader::new(&b.url(), node, Wire::V2, false).await;
+    let buyer = Trader::new(&b.url(), node, Wire::V1, false).await;
+    let (s, rid) = seller.new_order(fixed_order(Kind::Sell, SATS, 2)).await;
+    let id = order_of(&seller.reply(s, Some(rid)).await).id.unwrap();
+    let bi = buyer.take_index();
+    buyer
+        .send(
+            bi,
+            Some(id),
+            Action::TakeSell,
+            Some(Payload::PaymentRequest(None, service.address.clone(), None)),
+        )
+        .await;
+    buyer.expect(bi, Action::WaitingSellerToPay).await;
+    seller.expect(s, Action::PayInvoice).await; // the taker's reputation
+    let (_, hold) = common::trade::pay_request(&seller.expect(s, Action::PayInvoice).await);
+    m.alice
+        .bolt11_payment()
+        .send(&hold.parse().unwrap(), None)
+        .unwrap();
+    buyer.expect(bi, Action::HoldInvoicePaymentAccepted).await;
+    buyer.send(bi, Some(id), Action::FiatSent, None).await;
+    buyer.expect(bi, Action::FiatSentOk).await;
+    seller.send(s, Some(id), Action::Release, None).await;
+
+    // The first invoice fails for certain; the buyer hears it, and the retry gets a new one.
+    buyer.expect(bi, Action::PaymentFailed).await;
+    wallet_event(
+        &m.bob,
+        "bob to hold the second invoice's payment",
+        |e| match e {
+            Event::PaymentClaimable { payment_hash, .. } if payment_hash.0 == held.hash().0 => {
+                Some(())
+            }
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(service.issued.lock().unwrap().len(), 2);
+
+    // Killed twice while the payment is out there.
+    for _ in 0..2 {
+        b.kill9();
+        b = m.start_and_wait(None).await;
+        cli_ok(&m.dir, &["status"]).await;
+    }
+    let shown = cli_ok(&m.dir, &["--json", "order", "show", &id.to_string()])
+        .await
+        .json();
+    assert_eq!(shown["payout"]["state"]["state"], "paying", "{shown}");
+
+    // The buyer's wallet takes it once the box is back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !m.bob.list_channels().iter().any(|c| c.is_usable) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    m.bob
+        .bolt11_payment()
+        .claim_for_hash(
+            LdkHash(held.hash().0),
+            (SATS - FEE) as u64 * 1000,
+            PaymentPreimage(held.0),
+        )
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = cli_ok(&m.dir, &["--json", "order", "show", &id.to_string()])
+            .await
+            .json();
+        if shown["status"] == "success" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never paid: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        service.issued.lock().unwrap().len(),
+        2,
+        "no new invoice while the second one could still be paid"
+    );
+    let received = |w: &ldk_node::Node| -> Vec<Option<u64>> {
+        w.list_payments()
+            .iter()
+            .filter(|p| p.direction == ldk_node::payment::PaymentDirection::Inbound)
+            .filter(|p| matches!(p.kind, ldk_node::payment::PaymentKind::Bolt11 { .. }))
+            .filter(|p| p.status == ldk_node::payment::PaymentStatus::Succeeded)
+            .map(|p| p.amount_msat)
+            .collect()
+    };
+    assert_eq!(received(&m.bob), vec![Some((SATS - FEE) as u64 * 1000)]);
+    assert!(received(&carol).is_empty());
+}

@@ -160,6 +160,37 @@ async fn buy_order_trade_pays_everyone_to_the_sat() {
     assert_paid_to_the_sat(&t, &before).await;
 }
 
+/// A buy order made with the buyer's invoice: the invoice must be for what the buyer is paid
+/// (amount − fee, as the reference checks it), and that invoice is paid at the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn buy_order_made_with_the_buyers_invoice_pays_it() {
+    let t = trade(&[]).await;
+    let before = balances(&t).await;
+    let mut full = fixed_order(Kind::Buy, AMOUNT, 10);
+    full.buyer_invoice = Some(invoice(&t.m.bob, AMOUNT));
+    let (b, rid) = t.buyer.new_order(full).await;
+    assert_eq!(
+        cant_do(&t.buyer.reply(b, Some(rid)).await),
+        Some(CantDoReason::InvalidInvoice),
+        "an invoice for the whole amount would fail at every payout attempt"
+    );
+    let mut with_invoice = fixed_order(Kind::Buy, AMOUNT, 10);
+    with_invoice.buyer_invoice = Some(invoice(&t.m.bob, AMOUNT - FEE));
+    let (b, rid) = t.buyer.new_order(with_invoice).await;
+    let id = order_of(&t.buyer.reply(b, Some(rid)).await).id.unwrap();
+    let s = t.seller.take_index();
+    t.seller
+        .send(s, Some(id), Action::TakeBuy, Some(Payload::Amount(0)))
+        .await;
+    let (_, hold) = pay_request(&t.seller.expect(s, Action::PayInvoice).await);
+    seller_pays(&t, &hold);
+    // The buyer's invoice is known: the trade is active at once.
+    t.buyer.expect(b, Action::HoldInvoicePaymentAccepted).await;
+    t.seller.expect(s, Action::BuyerTookOrder).await;
+    fiat_release_and_rate(&t, id, s, b).await;
+    assert_paid_to_the_sat(&t, &before).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn market_priced_range_order_is_taken_twice() {
     // 100,000 USD per BTC: 20 USD = 20,000 sats, less a 1 % premium = 19,800 sats.

@@ -10,7 +10,7 @@ use nostr::PublicKey;
 use super::actions::cancel::cancel_trade;
 use super::actions::{open_dispute, save_and_publish, track_active};
 use super::escrow::waiting_timeout;
-use super::order::{PayoutState, Side};
+use super::order::{EscrowState, PayoutState, Side};
 use super::tx::{Timer, Tx};
 use super::Ctx;
 use crate::store::StoreError;
@@ -66,6 +66,18 @@ pub fn fire_due(
         let Some(mut order) = tx.order(id)? else {
             continue;
         };
+        // An entry was made for the escrow held then. A re-taken order holds a newer escrow,
+        // whose own wind-up comes later: the entry moves there instead of firing early.
+        let wind_up = match order.trade.escrow.as_ref().map(|e| &e.state) {
+            Some(EscrowState::Held { deadline, .. }) => {
+                deadline.saturating_sub(ctx.settings.lightning.escrow_deadline_margin_blocks)
+            }
+            _ => continue,
+        };
+        if height < wind_up {
+            tx.set_escrow_deadline(wind_up, id)?;
+            continue;
+        }
         match order.status {
             // Nobody said the fiat was sent: the seller gets the sats back.
             Status::Active => {
@@ -89,4 +101,66 @@ pub fn fire_due(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::order::Escrow;
+
+    /// An order re-taken after its first escrow was given back keeps the first escrow's
+    /// wind-up entry: it must not wind up the new trade before the new escrow's own point.
+    #[test]
+    fn a_stale_wind_up_waits_for_the_current_escrow() {
+        let settings = crate::config::Settings::parse(
+            "",
+            std::path::Path::new("test.toml"),
+            Vec::new(),
+            &["lightning.network=regtest".to_string()],
+        )
+        .unwrap();
+        let margin = settings.lightning.escrow_deadline_margin_blocks;
+        let facts = crate::protocol::events::NodeFacts {
+            pubkey: nostr::Keys::generate().public_key(),
+            relays: vec![],
+            network: "regtest".into(),
+        };
+        let prices = crate::price::PriceBook::new(60);
+        let ctx = Ctx {
+            settings: &settings,
+            facts: &facts,
+            now: crate::protocol::now(),
+            prices: &prices,
+            disk_low: false,
+        };
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        crate::store::create_tables(&txn).unwrap();
+        let maker = nostr::Keys::generate().public_key();
+        let mut order = crate::fuzzing::pending_order(uuid::Uuid::new_v4(), maker);
+        order.status = Status::Active;
+        order.trade.escrow = Some(Escrow {
+            preimage: crate::lightning::Preimage::random(),
+            amount: order.seller_total(),
+            state: EscrowState::Held {
+                deadline: 1000,
+                held_at: ctx.now,
+            },
+            request_id: None,
+            requested_by: Side::Buyer,
+        });
+        let mut active = HashSet::new();
+        let mut tx = Tx::open(&txn).unwrap();
+        tx.put_order(&order).unwrap();
+        // The first escrow's entry, long before the current escrow's point.
+        tx.set_escrow_deadline(500, order.id).unwrap();
+        fire_due(&mut tx, &ctx, 500, &mut active).unwrap();
+        assert_eq!(tx.order(order.id).unwrap().unwrap().status, Status::Active);
+        assert!(tx.take_due_escrows(1000 - margin - 1).unwrap().is_empty());
+        // Moved to the current escrow's point, it fires there.
+        fire_due(&mut tx, &ctx, 1000 - margin, &mut active).unwrap();
+        assert_ne!(tx.order(order.id).unwrap().unwrap().status, Status::Active);
+    }
 }

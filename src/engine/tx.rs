@@ -247,7 +247,10 @@ impl<'t> Tx<'t> {
         let end = (height, u128::MAX);
         let mut due = Vec::new();
         for entry in self.escrow_deadlines.range((0u32, 0u128)..=end)? {
-            due.push(Uuid::from_u128(entry?.0.value().1));
+            let id = Uuid::from_u128(entry?.0.value().1);
+            if !due.contains(&id) {
+                due.push(id);
+            }
         }
         self.escrow_deadlines
             .retain_in((0u32, 0u128)..=end, |_, _| false)?;

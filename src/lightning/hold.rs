@@ -18,6 +18,9 @@ use ldk_node::lightning_invoice::{
 /// Blocks before LDK's claim deadline at which the box stops waiting and cancels a held
 /// payment (about an hour: room for the cancel to reach the payer and for a slow block clock).
 pub const GUARD_BLOCKS: u32 = 6;
+// The trade's wind-up margin leaves the solver blocks before the guard acts (checked when
+// this compiles: `config` cannot import this module).
+const _: () = assert!(crate::config::MIN_ESCROW_MARGIN_BLOCKS >= GUARD_BLOCKS + 6);
 /// Blocks a payer's chain tip may lag the box's when it builds the HTLC.
 const PAYER_LAG_BLOCKS: u32 = 3;
 

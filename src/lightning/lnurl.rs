@@ -1,8 +1,10 @@
 //! Lightning addresses (LUD-16) resolved to a BOLT11 invoice through LNURL-pay (LUD-06), as the
-//! reference daemon does for buyer payouts (protocol 7.3): https only, no private addresses, a
-//! short time-out, and the amount checked against the service's bounds.
+//! reference daemon does for buyer payouts (protocol 7.3): a short time-out, and the amount
+//! checked against the service's bounds. Both requests, to the address's domain and to the
+//! callback its service names, go through [`fetch::get_public`]: https only, public addresses
+//! only, the checked address pinned for the connection, no redirects. A buyer's address must
+//! not make the box reach into its own network.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -84,14 +86,19 @@ pub async fn resolve(
     allow_local: bool,
 ) -> Result<String, LnurlError> {
     let url = pay_request_url(address, allow_local)?;
-    if !allow_local {
-        let domain = address.trim().split_once('@').map(|(_, d)| d).unwrap_or("");
-        refuse_private(domain).await?;
-    }
-    let body = fetch::get(&url, TIMEOUT).await?;
+    let body = get(&url, allow_local).await?;
     let callback = callback_url(&body, amount_msat)?;
-    let body = fetch::get(&callback, TIMEOUT).await?;
+    let body = get(&callback, allow_local).await?;
     invoice_from(&body)
+}
+
+async fn get(url: &str, allow_local: bool) -> Result<Vec<u8>, LnurlError> {
+    fetch::get_public(url, TIMEOUT, allow_local)
+        .await
+        .map_err(|e| match e {
+            FetchError::Private(host) => LnurlError::PrivateAddress(host),
+            e => LnurlError::Unreachable(e),
+        })
 }
 
 /// The callback to ask for an invoice of `amount_msat`, from the service's pay request (LUD-06).
@@ -131,42 +138,6 @@ pub fn invoice_from(answer: &[u8]) -> Result<String, LnurlError> {
         .ok_or_else(|| LnurlError::BadAnswer("no invoice (pr) in the answer".into()))
 }
 
-async fn refuse_private(domain: &str) -> Result<(), LnurlError> {
-    let target = if domain.contains(':') {
-        domain.to_string()
-    } else {
-        format!("{domain}:443")
-    };
-    let addrs = tokio::net::lookup_host(&target)
-        .await
-        .map_err(|e| FetchError::Http(e.to_string()))?;
-    for a in addrs {
-        if !is_public(a.ip()) {
-            return Err(LnurlError::PrivateAddress(domain.into()));
-        }
-    }
-    Ok(())
-}
-
-fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,9 +156,57 @@ mod tests {
             .unwrap()
             .starts_with("https://"));
         assert!(pay_request_url("nope", false).is_err());
-        assert!(!is_public("10.1.2.3".parse().unwrap()));
-        assert!(!is_public("127.0.0.1".parse().unwrap()));
-        assert!(!is_public("::1".parse().unwrap()));
-        assert!(is_public("1.1.1.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn only_public_addresses_in_any_spelling() {
+        use crate::fetch::is_public;
+        for private in [
+            "10.1.2.3",
+            "127.0.0.1",
+            "0.1.2.3",
+            "100.64.0.1",
+            "169.254.169.254",
+            "192.0.0.8",
+            "198.18.0.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    /// The callback a service names is held to the same rules as the address itself.
+    #[tokio::test]
+    async fn callbacks_must_be_https_and_public() {
+        let plain = get("http://example.org/callback?amount=1000", false).await;
+        assert!(
+            matches!(plain, Err(LnurlError::Unreachable(FetchError::NotHttps(_)))),
+            "{plain:?}"
+        );
+        for inside in [
+            "https://127.0.0.1:7778/metrics",
+            "https://[::ffff:192.168.1.1]/admin",
+            "https://localhost/",
+        ] {
+            let r = get(inside, false).await;
+            assert!(
+                matches!(r, Err(LnurlError::PrivateAddress(_))),
+                "{inside}: {r:?}"
+            );
+        }
     }
 }

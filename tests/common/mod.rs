@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod lnurl;
 pub mod process;
 pub mod service;
 pub mod trade;

@@ -29,9 +29,16 @@ pub fn new_order(
         return Err(CantDoReason::TooManyRequests.into());
     }
     if let Some(invoice) = &o.buyer_invoice {
+        // The buyer is paid the amount less the buyer's half of the fee (`Order::buyer_total`);
+        // a market-price order's amount is not known yet (0: any amount).
+        let payout = if o.amount > 0 {
+            o.amount - fee_for(ctx, o.amount)
+        } else {
+            0
+        };
         crate::lightning::check_payout_destination(
             invoice,
-            o.amount,
+            payout,
             ctx.now,
             &ctx.settings.lightning,
         )
