@@ -182,6 +182,14 @@ pub struct RelaySettings {
     pub max_subscriptions_per_connection: usize,
     /// Open WebSocket connections in total.
     pub max_connections: usize,
+    /// Requests to the node accepted and not yet handled; past it the relay asks senders to
+    /// retry shortly. Bounds the disk and the wait a flood can cause.
+    pub max_inbox_backlog: u64,
+    /// Private messages kept for traders (the node's replies, chats between counterparties):
+    /// past it the oldest go. Bounds the memory a flood of chats can take.
+    pub max_private_messages: usize,
+    /// Days private messages are kept.
+    pub private_message_retention_days: u64,
 }
 
 /// `[nostr]`: public relays.
@@ -291,6 +299,9 @@ impl Default for RelaySettings {
             bytes_per_second_per_ip: 64 * 1024,
             max_subscriptions_per_connection: 20,
             max_connections: 2000,
+            max_inbox_backlog: 10_000,
+            max_private_messages: 20_000,
+            private_message_retention_days: 30,
         }
     }
 }
@@ -662,6 +673,24 @@ impl Settings {
             r.max_connections >= 1,
             "at least 1",
         )?;
+        check(
+            "relay.max_inbox_backlog",
+            r.max_inbox_backlog,
+            r.max_inbox_backlog >= 100,
+            "at least 100",
+        )?;
+        check(
+            "relay.max_private_messages",
+            r.max_private_messages,
+            r.max_private_messages >= 1000,
+            "at least 1000",
+        )?;
+        check(
+            "relay.private_message_retention_days",
+            r.private_message_retention_days,
+            r.private_message_retention_days >= 1,
+            "at least 1 day",
+        )?;
         for url in &self.nostr.publish_relays {
             check(
                 "nostr.publish_relays",
@@ -781,6 +810,12 @@ bytes_per_second_per_ip = {bps}
 max_subscriptions_per_connection = {msub}
 # Open WebSocket connections in total.
 max_connections = {maxconn}
+# Requests accepted and not yet handled (past it senders are asked to retry shortly), and the
+# private messages kept for traders (replies and chats: the oldest go first, and none is kept
+# longer than the retention). Both bound what a flood can take.
+max_inbox_backlog = {backlog}
+max_private_messages = {maxpriv}
+private_message_retention_days = {retention}
 
 [nostr]
 # Public relays that get copies of the node's public events (orders, info, relay list), e.g.
@@ -837,6 +872,9 @@ require_token = true
             bps = d.relay.bytes_per_second_per_ip,
             msub = d.relay.max_subscriptions_per_connection,
             maxconn = d.relay.max_connections,
+            backlog = d.relay.max_inbox_backlog,
+            maxpriv = d.relay.max_private_messages,
+            retention = d.relay.private_message_retention_days,
             api_url = d.price.api_url,
             upd = d.price.update_interval_seconds,
             stale = d.price.max_staleness_seconds,

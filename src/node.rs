@@ -266,6 +266,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(disk.watch()));
+    tasks.push(tokio::spawn(relay.clone().keep_tidy()));
     tasks.push(tokio::spawn(prices.clone().keep_fresh(
         settings.price.api_url.clone(),
         settings.price.update_interval_seconds,

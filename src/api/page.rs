@@ -48,6 +48,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ApiContext>, token: Option<Ar
                 async move { Ok::<_, Infallible>(answer(&ctx, token.as_deref(), &req)) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(crate::relay::http::HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(socket), service)
                 .await
             {

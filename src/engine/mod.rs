@@ -225,6 +225,7 @@ impl Engine {
 
     /// Opens and applies `batch`; a lone request whose handling panics is dropped.
     async fn handle_batch(&self, batch: Vec<Pending>) -> Result<(), StoreError> {
+        let n = batch.len() as u64;
         let lone =
             (batch.len() == 1).then(|| (batch[0].seq, batch[0].event.as_ref().map(|e| e.id)));
         let opened = self.open_all(batch).await;
@@ -246,10 +247,12 @@ impl Engine {
                     .writer()
                     .write(move |txn| tx::Tx::open(txn)?.mark_done(seq, &ids, now))
                     .await?;
+                self.relay.backlog().done(n);
                 return Ok(());
             }
             (r, _) => r?,
         };
+        self.relay.backlog().done(n);
         self.deliver(out).await?;
         self.work.push(work);
         Ok(())
@@ -320,12 +323,12 @@ impl Engine {
         let mut ctx = self.ctx(now);
         let mut active = self.active.lock().expect("active keys lock");
         for (p, result) in opened {
+            // Handled ids are remembered (replays are refused); a dropped request's id is not,
+            // so a flood of undecryptable requests leaves nothing behind.
             let mut ids = Vec::with_capacity(2);
-            if let Some(ev) = &p.event {
-                ids.push(ev.id.to_bytes());
-            }
             match result {
                 Ok(inbound) => {
+                    ids.extend(p.event.as_ref().map(|ev| ev.id.to_bytes()));
                     if tx.seen(&inbound.inner_id)? {
                         tracing::debug!("intake: replayed request dropped");
                     } else {

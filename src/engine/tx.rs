@@ -77,6 +77,7 @@ pub struct Tx<'t> {
     outbox: Table<'t, u64, &'static [u8]>,
     processed: Table<'t, &'static [u8; 32], u64>,
     inbox: Table<'t, u64, (&'static [u8; 32], u64)>,
+    events: Table<'t, &'static [u8; 32], &'static str>,
     disputes: Table<'t, u128, &'static [u8]>,
     hashes: Table<'t, &'static [u8; 32], u128>,
     ln_watch: Table<'t, u128, ()>,
@@ -103,6 +104,7 @@ impl<'t> Tx<'t> {
             outbox: txn.open_table(OUTBOX)?,
             processed: txn.open_table(PROCESSED)?,
             inbox: txn.open_table(INBOX)?,
+            events: txn.open_table(EVENTS)?,
             disputes: txn.open_table(DISPUTES)?,
             hashes: txn.open_table(HASHES)?,
             ln_watch: txn.open_table(LN_WATCH)?,
@@ -378,7 +380,12 @@ impl<'t> Tx<'t> {
         for id in ids {
             self.processed.insert(id, now.max(0) as u64)?;
         }
-        self.inbox.remove(seq)?;
+        // The request itself goes with its inbox entry: only the engine ever reads it, and a
+        // flood of requests must not stay on disk once handled.
+        let event = self.inbox.remove(seq)?.map(|v| *v.value().0);
+        if let Some(id) = event {
+            self.events.remove(&id)?;
+        }
         Ok(())
     }
 

@@ -1,9 +1,14 @@
 //! The relay's event storage on redb.
 //!
-//! Queries are answered from nostr-database's in-memory index (the same one its memory backend
-//! uses), loaded from redb at start; every accepted event is committed to redb through the
-//! grouped writer before the relay says OK. A request addressed to the node is also appended to
-//! the engine's inbox in that same commit, so nothing the relay accepted can be missed.
+//! Every accepted event is committed to redb through the grouped writer before the relay says
+//! OK. Three kinds of event are kept three ways:
+//! - a request to the node goes to the engine's inbox in that same commit, so nothing the relay
+//!   accepted can be missed; it is never indexed for queries (only the engine reads it) and the
+//!   engine deletes it in the commit that handles it;
+//! - private messages to others (the node's replies, chats) are indexed in
+//!   [`PrivateMessages`], bounded in number and age;
+//! - everything else (the node's public events) is indexed in nostr-database's in-memory
+//!   index, loaded from redb at start.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,15 +21,64 @@ use nostr_database::{
 use redb::{ReadableTable, WriteTransaction};
 use tokio::sync::Notify;
 
+use super::private::PrivateMessages;
 use crate::store::*;
 
 /// Relay storage backed by the box's redb file.
 #[derive(Debug, Clone)]
 pub struct EventStore {
     index: DatabaseHelper,
+    private: Arc<PrivateMessages>,
     writer: WriterHandle,
+    store: StoreHandle,
     node: PublicKey,
     inbox: Arc<Notify>,
+    backlog: Backlog,
+}
+
+/// How an event is kept (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Request,
+    Private,
+    /// The node's own private messages.
+    Own,
+    Public,
+}
+
+#[derive(Clone)]
+struct StoreHandle(Store);
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// Requests accepted and not yet handled: the relay counts them in, the engine counts them
+/// out, and the write policy refuses requests while it is full. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog(Arc<std::sync::atomic::AtomicU64>);
+
+impl Backlog {
+    /// Requests waiting now.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `n` requests accepted.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `n` requests handled.
+    pub fn done(&self, n: u64) {
+        let _ = self.0.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |v| Some(v.saturating_sub(n)),
+        );
+    }
 }
 
 #[derive(Clone)]
@@ -37,24 +91,49 @@ impl std::fmt::Debug for WriterHandle {
 }
 
 impl EventStore {
-    /// Loads the stored events into the index, dropping expired and superseded ones from disk.
+    /// Loads the stored events into the indexes, dropping from disk what is expired, replaced,
+    /// past the private messages' bounds, or a request already handled (stores from before
+    /// handled requests were deleted kept them all).
     #[allow(clippy::mutable_key_type)] // nostr-database's bulk_load takes a BTreeSet<Event>
     pub async fn load(
         store: &Store,
         node: PublicKey,
         inbox: Arc<Notify>,
+        private: Arc<PrivateMessages>,
+        backlog: Backlog,
     ) -> Result<Self, StoreError> {
         let mut events = BTreeSet::new();
         let mut gone: Vec<[u8; 32]> = Vec::new();
         {
             let rtx = store.read()?;
+            let queued: std::collections::HashSet<[u8; 32]> = {
+                let inbox = rtx.open_table(INBOX)?;
+                let mut ids = std::collections::HashSet::new();
+                for entry in inbox.iter()? {
+                    ids.insert(*entry?.1.value().0);
+                }
+                ids
+            };
+            backlog.add(queued.len() as u64);
+            let own = rtx.open_table(OWN_MESSAGES)?;
             let table = rtx.open_table(EVENTS)?;
             for entry in table.iter()? {
                 let (id, json) = entry?;
                 match Event::from_json(json.value()) {
-                    Ok(ev) if !ev.is_expired() => {
-                        events.insert(ev);
-                    }
+                    Ok(ev) if !ev.is_expired() => match class(&node, &ev) {
+                        _ if own.get(id.value())?.is_some() => {
+                            gone.extend(private.insert(ev, true).iter().map(|i| i.to_bytes()))
+                        }
+                        Class::Request if !queued.contains(id.value()) => gone.push(*id.value()),
+                        Class::Request | Class::Own => {}
+                        Class::Private => {
+                            let own = ev.pubkey == node;
+                            gone.extend(private.insert(ev, own).iter().map(|i| i.to_bytes()))
+                        }
+                        Class::Public => {
+                            events.insert(ev);
+                        }
+                    },
                     _ => gone.push(*id.value()),
                 }
             }
@@ -63,21 +142,42 @@ impl EventStore {
         let discarded = index.bulk_load(events).await;
         gone.extend(discarded.iter().map(|id| id.to_bytes()));
         if !gone.is_empty() {
-            tracing::info!("relay: removing {} expired or replaced events", gone.len());
+            tracing::info!(
+                "relay: removing {} expired, replaced or handled events",
+                gone.len()
+            );
         }
         delete_events(store.writer(), gone).await?;
         Ok(Self {
             index,
+            private,
             writer: WriterHandle(store.writer().clone()),
+            store: StoreHandle(store.clone()),
             node,
             inbox,
+            backlog,
         })
     }
 
-    /// True when the event is a request to the node that the engine must handle.
-    fn is_request(&self, event: &Event) -> bool {
-        matches!(event.kind, Kind::GiftWrap | Kind::PrivateDirectMessage)
-            && event.tags.public_keys().any(|p| p == &self.node)
+    /// Forgets private messages older than `before` (the retention), from memory and disk.
+    pub async fn expire_private(&self, before: Timestamp) -> Result<usize, StoreError> {
+        let gone: Vec<[u8; 32]> = self
+            .private
+            .expire(before)
+            .iter()
+            .map(|id| id.to_bytes())
+            .collect();
+        let n = gone.len();
+        delete_events(&self.writer.0, gone).await?;
+        Ok(n)
+    }
+
+    /// True when a request with this id is stored or was handled already.
+    fn request_known(&self, id: &EventId) -> Result<bool, StoreError> {
+        let read = self.store.0.read()?;
+        let bytes = id.to_bytes();
+        Ok(read.open_table(EVENTS)?.get(&bytes)?.is_some()
+            || read.open_table(PROCESSED)?.get(&bytes)?.is_some())
     }
 
     /// Stores the node's own signed events and removes them from the outbox in one commit, then
@@ -92,6 +192,10 @@ impl EventStore {
             .0
             .write(move |txn| {
                 persist(txn, &to_store, None)?;
+                let mut own = txn.open_table(OWN_MESSAGES)?;
+                for ev in to_store.iter().filter(|e| is_private(e)) {
+                    own.insert(&ev.id.to_bytes(), ())?;
+                }
                 let mut outbox = txn.open_table(OUTBOX)?;
                 for s in &done {
                     outbox.remove(s)?;
@@ -101,16 +205,35 @@ impl EventStore {
             .await?;
         let mut live = Vec::with_capacity(events.len());
         for ev in events {
-            if self.index(&ev).await? {
+            // The node's own messages are for traders (even one to its own key, which a gift
+            // wrap's random signer does not tell apart from a request).
+            let class = if is_private(&ev) {
+                Class::Own
+            } else {
+                Class::Public
+            };
+            if self.index(&ev, class).await? {
                 live.push(ev);
             }
         }
         Ok(live)
     }
 
-    /// Adds a stored event to the query index and deletes from disk what it replaces. False if
-    /// the index refused it (an older revision of a replaceable event).
-    async fn index(&self, event: &Event) -> Result<bool, StoreError> {
+    /// Adds a stored event to its query index and deletes from disk what it replaces (or, for
+    /// private messages, pushes out). False if the index refused it (an older revision of a
+    /// replaceable event) or pushed it out at once.
+    async fn index(&self, event: &Event, class: Class) -> Result<bool, StoreError> {
+        match class {
+            Class::Request => return Ok(true),
+            Class::Private | Class::Own => {
+                let out = self.private.insert(event.clone(), class == Class::Own);
+                let live = !out.contains(&event.id);
+                let gone = out.iter().map(|id| id.to_bytes()).collect();
+                delete_events(&self.writer.0, gone).await?;
+                return Ok(live);
+            }
+            Class::Public => {}
+        }
         let result = self.index.index_event(event).await;
         let mut gone: Vec<[u8; 32]> = result.to_discard.iter().map(|id| id.to_bytes()).collect();
         let duplicate = result.status == SaveEventStatus::Rejected(RejectedReason::Duplicate);
@@ -122,6 +245,22 @@ impl EventStore {
     }
 }
 
+/// How an event someone sent is kept: a request to `node`, a private message to someone else,
+/// or public. (The node's own events are never requests: see [`EventStore::save_own`].)
+fn class(node: &PublicKey, event: &Event) -> Class {
+    if !is_private(event) {
+        Class::Public
+    } else if event.pubkey != *node && event.tags.public_keys().any(|p| p == node) {
+        Class::Request
+    } else {
+        Class::Private
+    }
+}
+
+fn is_private(event: &Event) -> bool {
+    matches!(event.kind, Kind::GiftWrap | Kind::PrivateDirectMessage)
+}
+
 /// Removes events from disk by id (nothing to do for an empty list).
 async fn delete_events(writer: &Writer, ids: Vec<[u8; 32]>) -> Result<(), StoreError> {
     if ids.is_empty() {
@@ -130,8 +269,10 @@ async fn delete_events(writer: &Writer, ids: Vec<[u8; 32]>) -> Result<(), StoreE
     writer
         .write(move |txn| {
             let mut t = txn.open_table(EVENTS)?;
+            let mut own = txn.open_table(OWN_MESSAGES)?;
             for id in &ids {
                 t.remove(id)?;
+                own.remove(id)?;
             }
             Ok(())
         })
@@ -159,6 +300,28 @@ fn persist(
     Ok(())
 }
 
+impl EventStore {
+    /// A query over both indexes: only the one its kinds can match, when it names kinds.
+    async fn query_both(&self, filter: Filter) -> Events {
+        let private_kind = |k: &Kind| matches!(k, Kind::GiftWrap | Kind::PrivateDirectMessage);
+        let (private, public) = match &filter.kinds {
+            Some(kinds) => (
+                kinds.iter().any(private_kind),
+                kinds.iter().any(|k| !private_kind(k)),
+            ),
+            None => (true, true),
+        };
+        match (private, public) {
+            (true, false) => self.private.query(&filter),
+            (false, _) => self.index.query(filter).await,
+            (true, true) => {
+                let mine = self.private.query(&filter);
+                self.index.query(filter).await.merge(mine)
+            }
+        }
+    }
+}
+
 fn db_err(e: StoreError) -> DatabaseError {
     DatabaseError::backend(e)
 }
@@ -178,10 +341,16 @@ impl NostrDatabase for EventStore {
             }
             // The policy admits only direct messages, gift wraps and the node's own kinds, so a
             // stored copy with the same id is the only reason to refuse here.
-            if self.index.has_event(&event.id).await {
+            let class = class(&self.node, event);
+            let known = match class {
+                Class::Request => self.request_known(&event.id).map_err(db_err)?,
+                Class::Private | Class::Own => self.private.contains(&event.id),
+                Class::Public => self.index.has_event(&event.id).await,
+            };
+            if known {
                 return Ok(SaveEventStatus::Rejected(RejectedReason::Duplicate));
             }
-            let request = self.is_request(event);
+            let request = class == Class::Request;
             let at = request.then(|| Timestamp::now().as_secs());
             let ev = vec![event.clone()];
             self.writer
@@ -189,10 +358,12 @@ impl NostrDatabase for EventStore {
                 .write(move |txn| persist(txn, &ev, at))
                 .await
                 .map_err(db_err)?;
-            let live = self.index(event).await.map_err(db_err)?;
             if request {
+                self.backlog.add(1);
                 self.inbox.notify_one();
+                return Ok(SaveEventStatus::Success);
             }
+            let live = self.index(event, class).await.map_err(db_err)?;
             Ok(if live {
                 SaveEventStatus::Success
             } else {
@@ -208,7 +379,7 @@ impl NostrDatabase for EventStore {
         Box::pin(async move {
             Ok(if self.index.has_event_id_been_deleted(event_id).await {
                 DatabaseEventStatus::Deleted
-            } else if self.index.has_event(event_id).await {
+            } else if self.index.has_event(event_id).await || self.private.contains(event_id) {
                 DatabaseEventStatus::Saved
             } else {
                 DatabaseEventStatus::NotExistent
@@ -220,23 +391,34 @@ impl NostrDatabase for EventStore {
         &'a self,
         event_id: &'a EventId,
     ) -> nostr::util::BoxedFuture<'a, Result<Option<Event>, DatabaseError>> {
-        Box::pin(async move { Ok(self.index.event_by_id(event_id).await) })
+        Box::pin(async move {
+            Ok(match self.index.event_by_id(event_id).await {
+                Some(ev) => Some(ev),
+                None => self.private.get(event_id),
+            })
+        })
     }
 
     fn count(&self, filter: Filter) -> nostr::util::BoxedFuture<'_, Result<usize, DatabaseError>> {
-        Box::pin(async move { Ok(self.index.count(filter).await) })
+        Box::pin(async move { Ok(self.query_both(filter).await.len()) })
     }
 
     fn query(&self, filter: Filter) -> nostr::util::BoxedFuture<'_, Result<Events, DatabaseError>> {
-        Box::pin(async move { Ok(self.index.query(filter).await) })
+        Box::pin(async move { Ok(self.query_both(filter).await) })
     }
 
     fn delete(&self, filter: Filter) -> nostr::util::BoxedFuture<'_, Result<(), DatabaseError>> {
         Box::pin(async move {
-            if let Some(ids) = self.index.delete(filter).await {
-                let ids = ids.iter().map(|i| i.to_bytes()).collect();
-                delete_events(&self.writer.0, ids).await.map_err(db_err)?;
+            let mut ids: Vec<[u8; 32]> = self
+                .private
+                .delete(&filter)
+                .iter()
+                .map(|i| i.to_bytes())
+                .collect();
+            if let Some(public) = self.index.delete(filter).await {
+                ids.extend(public.iter().map(|i| i.to_bytes()));
             }
+            delete_events(&self.writer.0, ids).await.map_err(db_err)?;
             Ok(())
         })
     }

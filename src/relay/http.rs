@@ -19,8 +19,11 @@ use hyper_util::rt::TokioIo;
 use nostr::hashes::{sha1, Hash, HashEngine};
 use tokio::net::TcpListener;
 
-use super::throttle::{Bucket, Throttled};
+use super::throttle::{address_key, Bucket, Throttled};
 use super::Relay;
+
+/// Time a client has to send its request headers (also before a WebSocket upgrade).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What `/health` and NIP-11 report; filled by the caller.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -89,7 +92,7 @@ pub async fn serve(listener: TcpListener, relay: Relay, front: Front, limits: Li
         // Over its budget of new connections, an address is hung up on before a byte is read.
         // Loopback may be a local reverse proxy or tunnel carrying many traders: those are
         // counted at the upgrade, by the address the proxy forwards.
-        if !local(addr.ip()) && !connect(&peers, addr.ip(), limits) {
+        if !local(addr.ip()) && !connect(&peers, address_key(addr.ip()), limits) {
             continue;
         }
         let _ = socket.set_nodelay(true);
@@ -107,7 +110,11 @@ pub async fn serve(listener: TcpListener, relay: Relay, front: Front, limits: Li
                     limits,
                 )
             });
+            // A socket that never finishes its request headers is closed: idle sockets would
+            // otherwise hold a descriptor each for ever.
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(socket), service)
                 .with_upgrades();
             if let Err(e) = conn.await {
@@ -184,7 +191,7 @@ async fn handle(
             return Ok(text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
         };
         let accept = accept_key(key.as_bytes());
-        let ip = client_ip(req.headers(), addr);
+        let ip = address_key(client_ip(req.headers(), addr));
         if local(addr.ip()) && !connect(&peers, ip, limits) {
             return Ok(text(
                 StatusCode::TOO_MANY_REQUESTS,

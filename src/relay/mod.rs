@@ -4,6 +4,7 @@
 mod event_store;
 pub mod http;
 pub mod policy;
+pub mod private;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use tokio::sync::Notify;
 
-pub use event_store::EventStore;
+pub use event_store::{Backlog, EventStore};
 
 use crate::config::Settings;
 use crate::publish::Publisher;
@@ -26,6 +27,8 @@ pub struct Relay {
     local: LocalRelay,
     store: EventStore,
     publisher: Publisher,
+    backlog: Backlog,
+    retention_secs: u64,
 }
 
 impl Relay {
@@ -38,8 +41,15 @@ impl Relay {
         publisher: Publisher,
         disk: DiskGuard,
     ) -> Result<Self, StoreError> {
-        let events = EventStore::load(store, keys.public_key(), inbox).await?;
         let r = &settings.relay;
+        let backlog = Backlog::default();
+        // The node's own messages get ten times the room of strangers' chats.
+        let private = Arc::new(private::PrivateMessages::new(
+            r.max_private_messages,
+            r.max_private_messages.saturating_mul(10),
+        ));
+        let events =
+            EventStore::load(store, keys.public_key(), inbox, private, backlog.clone()).await?;
         let builder = RelayBuilder::default()
             .database(events.clone())
             .write_policy(
@@ -49,7 +59,8 @@ impl Relay {
                     settings.mostro.pow,
                     r.events_per_minute_per_ip,
                 )
-                .guarding(disk),
+                .guarding(disk)
+                .with_backlog(backlog.clone(), r.max_inbox_backlog),
             )
             .rate_limit(RateLimit {
                 max_reqs: r.max_subscriptions_per_connection,
@@ -61,7 +72,30 @@ impl Relay {
             local: LocalRelay::new(builder),
             store: events,
             publisher,
+            backlog,
+            retention_secs: r.private_message_retention_days * 86_400,
         })
+    }
+
+    /// Requests accepted and not yet handled (the engine counts them out).
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+
+    /// Runs until the process ends: forgets private messages past their retention, hourly.
+    pub async fn keep_tidy(self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let before = nostr::Timestamp::now()
+                .as_secs()
+                .saturating_sub(self.retention_secs);
+            match self.store.expire_private(before.into()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("relay: forgot {n} private messages past the retention"),
+                Err(e) => tracing::error!("relay: cannot forget old private messages: {e}"),
+            }
+        }
     }
 
     /// Stores the node's signed events and clears the outbox entries `done` in the same commit,

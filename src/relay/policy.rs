@@ -24,6 +24,7 @@ pub struct MostroPolicy {
     per_minute: u32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
     disk: Option<DiskGuard>,
+    backlog: Option<(super::Backlog, u64)>,
 }
 
 impl MostroPolicy {
@@ -36,7 +37,15 @@ impl MostroPolicy {
             per_minute,
             buckets: Mutex::new(HashMap::new()),
             disk: None,
+            backlog: None,
         }
+    }
+
+    /// Refuses requests to the node while `backlog` of them wait (a tenth of that while the
+    /// disk is under its floor): a flood waits at the sender, not in the box.
+    pub fn with_backlog(mut self, backlog: super::Backlog, max: u64) -> Self {
+        self.backlog = Some((backlog, max));
+        self
     }
 
     /// While `disk` is under its floor, keeps only requests to the node (trades under way need
@@ -106,12 +115,21 @@ impl WritePolicy for MostroPolicy {
                 return PolicyResult::Reject(reason);
             }
             let to_node = event.tags.public_keys().any(|p| p == &self.node);
-            if !to_node && self.disk.as_ref().is_some_and(|d| d.is_low()) {
+            let disk_low = self.disk.as_ref().is_some_and(|d| d.is_low());
+            if !to_node && disk_low {
                 return PolicyResult::Reject(
                     "this Mostro box is almost out of disk space; it takes only requests to the node for now".into(),
                 );
             }
-            if !self.take_token(addr.ip()) {
+            if let Some((backlog, max)) = &self.backlog {
+                let max = if disk_low { (max / 10).max(10) } else { *max };
+                if to_node && backlog.get() >= max {
+                    return PolicyResult::Reject(
+                        "rate-limited: this Mostro node is busy; send again in a minute".into(),
+                    );
+                }
+            }
+            if !self.take_token(super::throttle::address_key(addr.ip())) {
                 return PolicyResult::Reject(format!(
                     "rate-limited: at most {} events per minute from one address",
                     self.per_minute
@@ -154,6 +172,41 @@ mod tests {
             .sign_with_keys(&stranger)
             .unwrap();
         assert!(p.judge(&big).unwrap_err().contains("bytes"));
+    }
+
+    #[tokio::test]
+    async fn requests_wait_at_the_sender_while_the_inbox_is_full() {
+        let node = Keys::generate();
+        let backlog = crate::relay::Backlog::default();
+        let p =
+            MostroPolicy::new(node.public_key(), 4096, 0, 1000).with_backlog(backlog.clone(), 2);
+        let addr: SocketAddr = "10.0.0.1:1234".parse().unwrap();
+        let request = EventBuilder::new(Kind::GiftWrap, "x")
+            .tag(Tag::public_key(node.public_key()))
+            .sign_with_keys(&Keys::generate())
+            .unwrap();
+        let chat = EventBuilder::new(Kind::GiftWrap, "x")
+            .tag(Tag::public_key(Keys::generate().public_key()))
+            .sign_with_keys(&Keys::generate())
+            .unwrap();
+        assert!(matches!(
+            p.admit_event(&request, &addr).await,
+            PolicyResult::Accept
+        ));
+        backlog.add(2);
+        match p.admit_event(&request, &addr).await {
+            PolicyResult::Reject(why) => assert!(why.contains("busy"), "{why}"),
+            PolicyResult::Accept => panic!("a full inbox takes no more requests"),
+        }
+        assert!(matches!(
+            p.admit_event(&chat, &addr).await,
+            PolicyResult::Accept
+        ));
+        backlog.done(1);
+        assert!(matches!(
+            p.admit_event(&request, &addr).await,
+            PolicyResult::Accept
+        ));
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub const META_OUTBOX_NEXT: &str = "outbox_next";
 
 /// Every event the relay stores, by id, as JSON.
 pub const EVENTS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("events");
+/// The node's own private messages among [`EVENTS`] (its replies to traders; a gift wrap's
+/// random signer does not say it is the node's): kept under their own bound, so a flood of
+/// strangers' chats never pushes them out.
+pub const OWN_MESSAGES: TableDefinition<&[u8; 32], ()> = TableDefinition::new("own_messages");
 /// Messages addressed to the node, in arrival order: seq -> (event id, unix time received).
 /// The engine deletes an entry in the same transaction that applies its effects, so the table
 /// itself is the persisted intake position.
@@ -109,6 +113,7 @@ pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError>
     txn.open_table(ESCROW_DEADLINES)?;
     txn.open_table(PAYMENTS)?;
     txn.open_table(SENDS)?;
+    txn.open_table(OWN_MESSAGES)?;
     Ok(())
 }
 
@@ -131,7 +136,7 @@ pub(super) fn copy_all(
     }
     copy!(META, EVENTS, INBOX, PROCESSED, ORDERS, TIMERS, USERS, DISPUTES, OUTBOX, HOLDS);
     copy!(OPEN_HOLDS, HASHES, LN_WATCH, CANCEL_HOLDS, ESCROW_DEADLINES);
-    copy!(OPEN_ORDERS, ORDER_STATS, PAYMENTS, SENDS);
+    copy!(OPEN_ORDERS, ORDER_STATS, PAYMENTS, SENDS, OWN_MESSAGES);
     let src = from.open_multimap_table(IDENTITY_ORDERS)?;
     let mut dst = to.open_multimap_table(IDENTITY_ORDERS)?;
     for entry in src.iter()? {
