@@ -112,3 +112,39 @@ async fn a_socket_that_never_sends_its_request_is_closed() {
         "closed after the header time-out, not at once"
     );
 }
+
+/// A WebSocket message larger than an event is refused at its frame header: the connection
+/// closes at once, before the box buffers any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_websocket_message_closes_the_connection_at_its_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = TestBox::start(&[]).await;
+    let port: u16 = b.url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).contains(" 101 "), "upgraded");
+    // A text frame announcing 10 MB (masked, as a client's must be), and only its header.
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&10_000_000u64.to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    s.write_all(&header).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the box closed the connection without waiting for 10 MB"
+    );
+}

@@ -206,7 +206,10 @@ async fn handle(
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
-                    let stream = Throttled::new(TokioIo::new(upgraded), budget);
+                    // An event, the ["EVENT", ...] around it, and room for a REQ's filters.
+                    let max = limits.max_event_bytes as u64 + 4096;
+                    let stream =
+                        Throttled::new(TokioIo::new(upgraded), budget).with_message_limit(max);
                     if let Err(e) = relay.local.take_connection(stream, addr).await {
                         tracing::debug!("relay: websocket from {addr} closed: {e}");
                     }

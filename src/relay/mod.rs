@@ -2,6 +2,7 @@
 //! HTTP front, with a write policy that admits only Mostro traffic.
 
 mod event_store;
+pub mod frames;
 pub mod http;
 pub mod policy;
 pub mod private;

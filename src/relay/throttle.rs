@@ -86,11 +86,13 @@ impl Bucket {
     }
 }
 
-/// A connection whose reads draw on its address's byte budget.
+/// A connection whose reads draw on its address's byte budget, and whose WebSocket messages
+/// are held to a size limit as they arrive (see [`super::frames`]).
 pub struct Throttled<S> {
     inner: S,
     budget: Arc<Mutex<Bucket>>,
     pause: Option<Pin<Box<Sleep>>>,
+    frames: Option<super::frames::FrameGuard>,
 }
 
 impl<S> Throttled<S> {
@@ -100,7 +102,14 @@ impl<S> Throttled<S> {
             inner,
             budget,
             pause: None,
+            frames: None,
         }
+    }
+
+    /// Closes the connection (a read error) on a WebSocket message over `max` bytes.
+    pub fn with_message_limit(mut self, max: u64) -> Self {
+        self.frames = Some(super::frames::FrameGuard::new(max));
+        self
     }
 }
 
@@ -119,6 +128,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
+        if let Some(frames) = self.frames.as_mut() {
+            if let Err(e) = frames.feed(&buf.filled()[before..]) {
+                return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
+            }
+        }
         if read > 0 {
             let wait = self.budget.lock().expect("budget lock").spend(read as f64);
             if !wait.is_zero() {
