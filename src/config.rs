@@ -190,6 +190,10 @@ pub struct RelaySettings {
     pub max_private_messages: usize,
     /// Days private messages are kept.
     pub private_message_retention_days: u64,
+    /// Reverse proxies in front of the relay (e.g. `["127.0.0.1"]` for Caddy or nginx on this
+    /// machine): only their `X-Forwarded-For` names the trader the per-address limits count.
+    /// Empty: the header is ignored (a Tor onion service, for one, forwards no address).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// `[nostr]`: public relays.
@@ -302,6 +306,7 @@ impl Default for RelaySettings {
             max_inbox_backlog: 10_000,
             max_private_messages: 20_000,
             private_message_retention_days: 30,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -816,6 +821,10 @@ max_connections = {maxconn}
 max_inbox_backlog = {backlog}
 max_private_messages = {maxpriv}
 private_message_retention_days = {retention}
+# Reverse proxies in front of the relay whose X-Forwarded-For names the trader, e.g.
+# ["127.0.0.1"] for Caddy or nginx on this machine. Leave empty otherwise: the header is then
+# ignored (a Tor onion service forwards no address, and anyone could write one).
+trusted_proxies = []
 
 [nostr]
 # Public relays that get copies of the node's public events (orders, info, relay list), e.g.

@@ -1,6 +1,7 @@
-//! Prometheus metrics (text format 0.0.4) for `GET /metrics` on the relay port, answered to
-//! loopback clients only: a Prometheus on the same machine (or the appliance's own proxy)
-//! scrapes it, and nobody else learns the node's volumes and balances.
+//! Prometheus metrics (text format 0.0.4) for `GET /metrics` on the status page's port, behind
+//! the admin token (a bearer token for Prometheus): never on the relay's port, which faces the
+//! internet (behind a local reverse proxy every request comes from loopback), so nobody else
+//! learns the node's volumes and balances.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -300,7 +300,9 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
     tracing::info!(
         "status page on http://{status_page}/ (`mostro-box status-page` prints its link)"
     );
+    let websockets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let api_ctx = Arc::new(crate::api::ApiContext {
+        websockets: websockets.clone(),
         lightning: lightning.clone(),
         store: store.clone(),
         data_dir: data_dir.to_path_buf(),
@@ -336,21 +338,10 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
             "inbox_backlog": backlog,
         })
     });
-    let metrics = crate::metrics::Metrics {
-        store: store.clone(),
-        ln: lightning.clone(),
-    };
     let front = http::Front {
         nip11: Arc::new(nip11(&settings, &keys).to_string()),
         health,
-        metrics: Arc::new(move || {
-            let m = metrics.clone();
-            Box::pin(async move {
-                m.render()
-                    .await
-                    .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"))
-            })
-        }),
+        websockets,
     };
     tasks.push(tokio::spawn(http::serve(
         listener,

@@ -577,7 +577,7 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
             assert_eq!((payout, escrow), (0, 0), "refunded: nothing moved");
         }
     }
-    let metrics = http_get(m.port, "/metrics", "text/plain").await.1;
+    let metrics = common::metrics(&m.dir).await;
     assert!(
         metrics.contains(&format!("mostro_trades_completed_total {done}")),
         "{metrics}"

@@ -38,12 +38,9 @@ fn capture_logs() -> Logs {
     logs
 }
 
-/// `/metrics` as a loopback client sees it.
-async fn metrics(t: &Trade) -> String {
-    let port: u16 = t.m.b.url.rsplit(':').next().unwrap().parse().unwrap();
-    let (status, body) = http_get(port, "/metrics", "text/plain").await;
-    assert!(status.contains("200"), "{status}");
-    body
+/// `/metrics` as the operator's Prometheus sees it.
+async fn metrics_of(t: &Trade) -> String {
+    common::metrics(&t.m.b.dir).await
 }
 
 fn value(metrics: &str, name: &str) -> Option<u64> {
@@ -59,7 +56,7 @@ async fn metrics_follow_a_trade_and_no_secret_reaches_the_logs() {
     let (id, s, b) = active_trade(&t).await;
 
     // While the seller's payment is held.
-    let m = metrics(&t).await;
+    let m = metrics_of(&t).await;
     assert_eq!(value(&m, "mostro_htlcs_held"), Some(1), "{m}");
     assert!(
         value(&m, "mostro_htlc_nearest_deadline_blocks").unwrap() > 144,
@@ -75,7 +72,7 @@ async fn metrics_follow_a_trade_and_no_secret_reaches_the_logs() {
     fiat_sent(&t, id, s, b).await;
     t.seller.send(s, Some(id), Action::Release, None).await;
     t.buyer.expect(b, Action::PurchaseCompleted).await;
-    let m = metrics(&t).await;
+    let m = metrics_of(&t).await;
     assert_eq!(
         value(&m, "mostro_orders{status=\"success\"}"),
         Some(1),

@@ -255,8 +255,11 @@ async fn a_restored_payout_in_flight_waits_for_the_operator() {
     assert_eq!(shown["status"], "settled-hold-invoice", "{shown}");
     assert_eq!(shown["payout"]["state"]["state"], "on_hold", "{shown}");
     let port: u16 = r.url.rsplit(':').next().unwrap().parse().unwrap();
-    let (_, metrics) = http_get(port, "/metrics", "text/plain").await;
+    let metrics = common::metrics(&target).await;
     assert!(metrics.contains("mostro_payouts_on_hold 1"), "{metrics}");
+    // Never on the relay's port, which faces the internet.
+    let (status, _) = http_get(port, "/metrics", "text/plain").await;
+    assert!(status.contains("404"), "{status}");
     let link = cli_ok(&target, &["--json", "status-page"]).await.json()["url"]
         .as_str()
         .unwrap()
@@ -270,6 +273,11 @@ async fn a_restored_payout_in_flight_waits_for_the_operator() {
     )
     .await;
     assert!(html.contains("payout-on-hold"), "{html}");
+    let (status, _, body) = http_request(page_port, "/metrics", "").await;
+    assert!(
+        status.contains("401") && !body.contains("mostro_"),
+        "{status}"
+    );
     // Nothing was sent from the restored node.
     assert!(
         !r.ln()
@@ -294,7 +302,7 @@ async fn a_restored_payout_in_flight_waits_for_the_operator() {
         "{}",
         again.stderr
     );
-    let (_, metrics) = http_get(port, "/metrics", "text/plain").await;
+    let metrics = common::metrics(&target).await;
     assert!(metrics.contains("mostro_payouts_on_hold 0"), "{metrics}");
     drop(r);
     bob.stop().unwrap();

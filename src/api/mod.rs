@@ -51,6 +51,8 @@ pub struct ApiContext {
     pub started: Instant,
     /// Where the status page listens.
     pub status_page: std::net::SocketAddr,
+    /// Open WebSocket connections on the relay, for `/metrics`.
+    pub websockets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// An API failure: an HTTP status and one line for the operator.

@@ -45,7 +45,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ApiContext>, token: Option<Ar
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let (ctx, token) = (ctx.clone(), token.clone());
-                async move { Ok::<_, Infallible>(answer(&ctx, token.as_deref(), &req)) }
+                async move {
+                    if req.uri().path() == "/metrics" {
+                        return Ok::<_, Infallible>(metrics(&ctx, token.as_deref(), &req).await);
+                    }
+                    Ok::<_, Infallible>(answer(&ctx, token.as_deref(), &req))
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -106,6 +111,52 @@ fn answer(
             )),
         ),
     }
+}
+
+/// `GET /metrics`: Prometheus text, for the admin token (`Authorization: Bearer TOKEN`, as
+/// Prometheus sends a bearer token, or the page's cookie). It tells balances, volumes and
+/// deadlines, so it is never on the relay's port, which faces the internet.
+async fn metrics(
+    ctx: &ApiContext,
+    token: Option<&String>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if let Some(token) = token {
+        let bearer = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !bearer
+            .or_else(|| cookie_token(req))
+            .is_some_and(|t| same(t, token))
+        {
+            let mut r = Response::new(Full::new(Bytes::from(
+                "metrics need the admin token: Authorization: Bearer <admin.token>\n",
+            )));
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            return r;
+        }
+    }
+    let m = crate::metrics::Metrics {
+        store: ctx.store.clone(),
+        ln: ctx.lightning.clone(),
+    };
+    let mut body = m
+        .render()
+        .await
+        .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"));
+    let open = ctx.websockets.load(std::sync::atomic::Ordering::Relaxed);
+    body.push_str(&format!(
+        "# HELP mostro_relay_connections Open WebSocket connections.\n\
+         # TYPE mostro_relay_connections gauge\nmostro_relay_connections {open}\n"
+    ));
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
 }
 
 fn cookie_token(req: &Request<Incoming>) -> Option<&str> {

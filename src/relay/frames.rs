@@ -5,7 +5,7 @@
 //! buffers them whole before the relay can look at the event inside; the box cannot configure
 //! it. Reading frame headers as the bytes go by, the box closes a connection as soon as a
 //! frame's header announces more than a message may hold (or the fragments of one message add
-//! up to more), so no connection can make the box buffer more than one event's worth.
+//! up to more), so no connection can make the box buffer more than about two events' worth.
 
 /// Why a connection was closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

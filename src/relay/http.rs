@@ -2,8 +2,10 @@
 //! handed to the embedded relay.
 //!
 //! The box accepts sockets itself (not `LocalRelay::run`) to set `TCP_NODELAY` (without it every
-//! reply waits ~40 ms for Nagle and delayed ACK) and to give each IP address its limits: open
-//! connections, new connections a minute, and bytes read a second.
+//! reply waits ~40 ms for Nagle and delayed ACK) and to give each address its limits: open
+//! connections (every TCP connection, upgraded or not), new connections a minute, and bytes
+//! read a second. Behind a reverse proxy the operator names (`relay.trusted_proxies`), the
+//! address is the one the proxy forwards; from anywhere else `X-Forwarded-For` is ignored.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -28,11 +30,6 @@ pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 /// What `/health` and NIP-11 report; filled by the caller.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// The Prometheus text for `/metrics` (loopback clients only); filled by the caller.
-pub type MetricsFn = Arc<
-    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
->;
-
 /// What the HTTP front serves besides the relay.
 #[derive(Clone)]
 pub struct Front {
@@ -40,12 +37,13 @@ pub struct Front {
     pub nip11: Arc<String>,
     /// `/health`.
     pub health: StatusFn,
-    /// `/metrics`.
-    pub metrics: MetricsFn,
+    /// Open WebSocket connections, kept up to date here for `/metrics` (served on the status
+    /// page's port, behind the admin token).
+    pub websockets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What one IP address may do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// WebSocket connections open at once.
     pub open: usize,
@@ -55,6 +53,8 @@ pub struct Limits {
     pub bytes_per_second: u32,
     /// The largest event: an address can always send one at once.
     pub max_event_bytes: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<Vec<IpAddr>>,
 }
 
 impl From<&crate::config::RelaySettings> for Limits {
@@ -64,6 +64,7 @@ impl From<&crate::config::RelaySettings> for Limits {
             per_minute: r.connections_per_minute_per_ip,
             bytes_per_second: r.bytes_per_second_per_ip,
             max_event_bytes: r.max_event_bytes,
+            trusted_proxies: Arc::new(r.trusted_proxies.clone()),
         }
     }
 }
@@ -78,6 +79,12 @@ struct Peer {
 
 type Peers = Arc<Mutex<HashMap<IpAddr, Peer>>>;
 
+impl Limits {
+    fn proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.contains(&ip)
+    }
+}
+
 /// Serves until the listener fails. Each connection is its own task.
 pub async fn serve(listener: TcpListener, relay: Relay, front: Front, limits: Limits) {
     let peers: Peers = Arc::default();
@@ -89,27 +96,33 @@ pub async fn serve(listener: TcpListener, relay: Relay, front: Front, limits: Li
                 continue;
             }
         };
-        // Over its budget of new connections, an address is hung up on before a byte is read.
-        // Loopback may be a local reverse proxy or tunnel carrying many traders: those are
-        // counted at the upgrade, by the address the proxy forwards.
-        if !local(addr.ip()) && !connect(&peers, address_key(addr.ip()), limits) {
+        // Over its budget of new or open connections, an address is hung up on before a byte
+        // is read. A trusted proxy carries many traders: they are counted at the upgrade, by
+        // the address it forwards.
+        let key = address_key(addr.ip());
+        let counted = !limits.proxy(addr.ip());
+        if counted && connect(&peers, key, &limits).is_err() {
             continue;
         }
         let _ = socket.set_nodelay(true);
         let relay = relay.clone();
         let front = front.clone();
         let peers = peers.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                handle(
-                    req,
-                    addr,
-                    relay.clone(),
-                    front.clone(),
-                    peers.clone(),
-                    limits,
-                )
-            });
+            let service = {
+                let peers = peers.clone();
+                hyper::service::service_fn(move |req| {
+                    handle(
+                        req,
+                        addr,
+                        relay.clone(),
+                        front.clone(),
+                        peers.clone(),
+                        limits.clone(),
+                    )
+                })
+            };
             // A socket that never finishes its request headers is closed: idle sockets would
             // otherwise hold a descriptor each for ever.
             let conn = hyper::server::conn::http1::Builder::new()
@@ -120,20 +133,18 @@ pub async fn serve(listener: TcpListener, relay: Relay, front: Front, limits: Li
             if let Err(e) = conn.await {
                 tracing::debug!("relay: connection from {addr} ended: {e}");
             }
+            if counted {
+                disconnect(&peers, key);
+            }
         });
     }
 }
 
-/// 127.0.0.1 or ::1: where a reverse proxy on this machine connects from.
-fn local(ip: IpAddr) -> bool {
-    ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
-}
-
-/// The trader's address: the peer's, or for a connection from this machine (a reverse proxy or
-/// tunnel in front of the box) the last address in its `X-Forwarded-For`, which the proxy
-/// itself added. Per-address limits then apply per trader, not to the proxy as a whole.
-fn client_ip(headers: &hyper::HeaderMap, addr: SocketAddr) -> IpAddr {
-    if !local(addr.ip()) {
+/// The trader's address: the peer's, or for a connection from a trusted reverse proxy the last
+/// address in its `X-Forwarded-For`, which the proxy itself added. Per-address limits then
+/// apply per trader, not to the proxy as a whole.
+fn client_ip(headers: &hyper::HeaderMap, addr: SocketAddr, limits: &Limits) -> IpAddr {
+    if !limits.proxy(addr.ip()) {
         return addr.ip();
     }
     headers
@@ -144,8 +155,13 @@ fn client_ip(headers: &hyper::HeaderMap, addr: SocketAddr) -> IpAddr {
         .unwrap_or(addr.ip())
 }
 
-/// Counts a new TCP connection from `ip`; false if the address has opened too many lately.
-fn connect(peers: &Peers, ip: IpAddr, limits: Limits) -> bool {
+/// Counts a new connection from `key`, and returns its byte budget; an error if the address
+/// has opened too many lately or has too many open.
+fn connect(
+    peers: &Peers,
+    key: IpAddr,
+    limits: &Limits,
+) -> Result<Arc<Mutex<Bucket>>, &'static str> {
     let mut peers = peers.lock().expect("peers lock");
     if peers.len() > 100_000 {
         // Bound memory under a spray of addresses: forget the quiet ones.
@@ -155,7 +171,7 @@ fn connect(peers: &Peers, ip: IpAddr, limits: Limits) -> bool {
     }
     let per_minute = limits.per_minute as f64;
     let rate = limits.bytes_per_second as f64;
-    let peer = peers.entry(ip).or_insert_with(|| Peer {
+    let peer = peers.entry(key).or_insert_with(|| Peer {
         open: 0,
         connects: Bucket::new(per_minute / 60.0, (per_minute / 4.0).max(10.0)),
         bytes: Arc::new(Mutex::new(Bucket::new(
@@ -163,19 +179,30 @@ fn connect(peers: &Peers, ip: IpAddr, limits: Limits) -> bool {
             (4.0 * rate).max(2.0 * limits.max_event_bytes as f64),
         ))),
     });
-    peer.connects.take(1.0)
-}
-
-/// Admits a new WebSocket from `ip` (already counted by [`connect`]) and returns its byte
-/// budget, or why not.
-fn admit(peers: &Peers, ip: IpAddr, limits: Limits) -> Result<Arc<Mutex<Bucket>>, &'static str> {
-    let mut peers = peers.lock().expect("peers lock");
-    let peer = peers.get_mut(&ip).ok_or("unknown address")?;
     if peer.open >= limits.open {
         return Err("too many connections from your address");
     }
+    if !peer.connects.take(1.0) {
+        return Err("too many new connections from your address; wait a moment");
+    }
     peer.open += 1;
     Ok(peer.bytes.clone())
+}
+
+/// A connection counted by [`connect`] has closed.
+fn disconnect(peers: &Peers, key: IpAddr) {
+    if let Some(p) = peers.lock().expect("peers lock").get_mut(&key) {
+        p.open = p.open.saturating_sub(1);
+    }
+}
+
+/// The byte budget of an address already counted.
+fn budget(peers: &Peers, key: IpAddr) -> Option<Arc<Mutex<Bucket>>> {
+    peers
+        .lock()
+        .expect("peers lock")
+        .get(&key)
+        .map(|p| p.bytes.clone())
 }
 
 async fn handle(
@@ -191,23 +218,30 @@ async fn handle(
             return Ok(text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
         };
         let accept = accept_key(key.as_bytes());
-        let ip = address_key(client_ip(req.headers(), addr));
-        if local(addr.ip()) && !connect(&peers, ip, limits) {
-            return Ok(text(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many new connections from your address; wait a moment",
-            ));
-        }
-        let addr = SocketAddr::new(ip, addr.port());
-        let budget = match admit(&peers, ip, limits) {
+        // Through a trusted proxy, the forwarded address is counted now; otherwise the TCP
+        // connection was counted when it was accepted.
+        let via_proxy = limits.proxy(addr.ip());
+        let ip = client_ip(req.headers(), addr, &limits);
+        let key = address_key(ip);
+        let budget = if via_proxy {
+            connect(&peers, key, &limits)
+        } else {
+            budget(&peers, key).ok_or("unknown address")
+        };
+        let budget = match budget {
             Ok(b) => b,
             Err(why) => return Ok(text(StatusCode::TOO_MANY_REQUESTS, why)),
         };
+        let addr = SocketAddr::new(ip, addr.port());
+        let websockets = front.websockets.clone();
         tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            websockets.fetch_add(1, Relaxed);
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
-                    // An event, the ["EVENT", ...] around it, and room for a REQ's filters.
-                    let max = limits.max_event_bytes as u64 + 4096;
+                    // An event with the ["EVENT", ...] around it, or a REQ with filters of about
+                    // that size (a thousand ids is 66 KB).
+                    let max = 2 * limits.max_event_bytes as u64 + 4096;
                     let stream =
                         Throttled::new(TokioIo::new(upgraded), budget).with_message_limit(max);
                     if let Err(e) = relay.local.take_connection(stream, addr).await {
@@ -216,8 +250,9 @@ async fn handle(
                 }
                 Err(e) => tracing::debug!("relay: upgrade from {addr} failed: {e}"),
             }
-            if let Some(p) = peers.lock().expect("peers lock").get_mut(&ip) {
-                p.open -= 1;
+            websockets.fetch_sub(1, Relaxed);
+            if via_proxy {
+                disconnect(&peers, key);
             }
         });
         let mut resp = Response::new(Full::new(Bytes::new()));
@@ -245,20 +280,6 @@ async fn handle(
             "application/json",
             &(front.health)().to_string(),
         ),
-        ("GET", "/metrics") if addr.ip().is_loopback() => {
-            let mut body = (front.metrics)().await;
-            let open: usize = peers.lock().expect("peers lock").values().map(|p| p.open).sum();
-            body.push_str(&format!(
-                "# HELP mostro_relay_connections Open WebSocket connections.\n\
-                 # TYPE mostro_relay_connections gauge\nmostro_relay_connections {open}\n"
-            ));
-            let mut r = text(StatusCode::OK, &body);
-            r.headers_mut().insert(
-                "content-type",
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
         ("GET", "/") => text(
             StatusCode::OK,
             "This is a Mostro node's relay. Point a Mostro client (mostro-cli, the Mostro app) at this URL.",
@@ -306,8 +327,18 @@ fn json(status: StatusCode, ctype: &'static str, body: &str) -> Response<Full<By
 mod tests {
     use super::*;
 
+    fn limits(trusted: &[&str]) -> Limits {
+        Limits {
+            open: 2,
+            per_minute: 600,
+            bytes_per_second: 1 << 20,
+            max_event_bytes: 1 << 15,
+            trusted_proxies: Arc::new(trusted.iter().map(|t| t.parse().unwrap()).collect()),
+        }
+    }
+
     #[test]
-    fn behind_a_local_proxy_the_forwarded_address_counts() {
+    fn only_a_named_proxy_speaks_for_its_clients() {
         let mut h = hyper::HeaderMap::new();
         h.insert(
             "x-forwarded-for",
@@ -315,16 +346,30 @@ mod tests {
         );
         let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let remote: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        // The last hop is the one the local proxy added; earlier ones the client could forge.
+        let proxied = limits(&["127.0.0.1"]);
+        // The last hop is the one the proxy added; earlier ones the client could forge.
         assert_eq!(
-            client_ip(&h, local),
+            client_ip(&h, local, &proxied),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
-        // From anywhere else the header is the client's word, not evidence.
-        assert_eq!(client_ip(&h, remote), remote.ip());
-        assert_eq!(client_ip(&hyper::HeaderMap::new(), local), local.ip());
+        // From anywhere else the header is the client's word, not evidence: a Tor onion
+        // service on this machine, for one, forwards no address.
+        assert_eq!(client_ip(&h, remote, &proxied), remote.ip());
+        assert_eq!(client_ip(&h, local, &limits(&[])), local.ip());
         let other_loopback: SocketAddr = "127.0.0.2:5000".parse().unwrap();
-        assert_eq!(client_ip(&h, other_loopback), other_loopback.ip());
+        assert_eq!(client_ip(&h, other_loopback, &proxied), other_loopback.ip());
+    }
+
+    #[test]
+    fn every_open_connection_counts() {
+        let peers: Peers = Arc::default();
+        let l = limits(&[]);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(connect(&peers, ip, &l).is_ok());
+        assert!(connect(&peers, ip, &l).is_ok());
+        assert!(connect(&peers, ip, &l).is_err(), "a third open connection");
+        disconnect(&peers, ip);
+        assert!(connect(&peers, ip, &l).is_ok());
     }
 
     #[test]

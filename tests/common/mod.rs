@@ -693,6 +693,26 @@ pub async fn http_request(port: u16, path: &str, headers: &str) -> (String, Stri
     (status.into(), headers.to_ascii_lowercase(), body.into())
 }
 
+/// `/metrics` from the box in `dir`, as its Prometheus reads it: on the status page's port,
+/// with the admin token as a bearer token.
+pub async fn metrics(dir: &Path) -> String {
+    let status = cli_ok(dir, &["--json", "status"]).await.json();
+    let listen = status["status_page"]["listen"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    let token = std::fs::read_to_string(dir.join(mostro_box::keys::ADMIN_TOKEN_FILE)).unwrap();
+    let (status, _, body) = http_request(
+        port,
+        "/metrics",
+        &format!("Authorization: Bearer {}\r\n", token.trim()),
+    )
+    .await;
+    assert!(status.contains("200"), "{status}: {body}");
+    body
+}
+
 /// Unix time now.
 pub fn now() -> i64 {
     Timestamp::now().as_secs() as i64
