@@ -93,6 +93,10 @@ pub struct MostroSettings {
     /// Free disk space (MB) under which new orders are refused, so trades under way can still
     /// finish and nothing is ever written to a full disk.
     pub min_free_disk_mb: u64,
+    /// Pending orders one identity may have on the book at once (a new order past it gets
+    /// `cant-do`). Full-privacy traders use a new identity per order, so only proof of work
+    /// (`pow`) limits them.
+    pub max_pending_orders_per_identity: usize,
     /// Seconds between kind-10002 relay list publications.
     pub publish_relays_interval: u64,
     /// Seconds between kind-38385 info publications.
@@ -252,6 +256,7 @@ impl Default for MostroSettings {
             fiat_currencies_accepted: ["USD", "EUR", "ARS", "CUP"].map(String::from).to_vec(),
             max_orders_per_response: 10,
             min_free_disk_mb: 100,
+            max_pending_orders_per_identity: 10,
             publish_relays_interval: 60,
             publish_mostro_info_interval: 300,
             user_rates_sent_interval_seconds: 3600,
@@ -547,6 +552,12 @@ impl Settings {
             )?;
         }
         check(
+            "mostro.max_pending_orders_per_identity",
+            m.max_pending_orders_per_identity,
+            m.max_pending_orders_per_identity >= 1,
+            "at least 1",
+        )?;
+        check(
             "mostro.max_routing_fee",
             m.max_routing_fee,
             (0.0..0.5).contains(&m.max_routing_fee),
@@ -744,6 +755,8 @@ fiat_currencies_accepted = {fiat:?}
 max_orders_per_response = {max_orders_per_response}
 # Below this much free disk (MB) new orders are refused; trades under way still finish.
 min_free_disk_mb = {min_free_disk_mb}
+# Pending orders one trader (identity) may have on the book at once.
+max_pending_orders_per_identity = {max_pending}
 # Seconds between publications of the relay list (kind 10002) and node info (kind 38385).
 publish_relays_interval = {publish_relays_interval}
 publish_mostro_info_interval = {publish_mostro_info_interval}
@@ -856,6 +869,7 @@ require_token = true
             fiat = d.mostro.fiat_currencies_accepted,
             max_orders_per_response = d.mostro.max_orders_per_response,
             min_free_disk_mb = d.mostro.min_free_disk_mb,
+            max_pending = d.mostro.max_pending_orders_per_identity,
             publish_relays_interval = d.mostro.publish_relays_interval,
             publish_mostro_info_interval = d.mostro.publish_mostro_info_interval,
             rates = d.mostro.user_rates_sent_interval_seconds,

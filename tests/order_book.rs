@@ -616,3 +616,40 @@ async fn trade_pubkey_moves_the_maker_key() {
     let r = t.send(ni, Some(id), Action::Cancel, None).await;
     assert_eq!(action(&t.reply(ni, Some(r)).await), Action::Canceled);
 }
+
+/// One trader cannot fill the book: pending orders per identity are capped, and a trade key
+/// takes part in one trade at a time (a full-privacy trader's identity is its trade key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trader_cannot_hold_the_book() {
+    let b = TestBox::start(&["mostro.max_pending_orders_per_identity=2"]).await;
+    let t = Trader::new(&b.url, b.pubkey(), Wire::V2, false).await;
+    for _ in 0..2 {
+        let (i, rid) = t.new_order(fixed_order(OrderKind::Sell, 10_000, 5)).await;
+        order_of(&t.reply(i, Some(rid)).await);
+    }
+    let (i, rid) = t.new_order(fixed_order(OrderKind::Sell, 10_000, 5)).await;
+    assert_eq!(
+        cant_do(&t.reply(i, Some(rid)).await),
+        Some(CantDoReason::TooManyRequests)
+    );
+
+    let other = Trader::new(&b.url, b.pubkey(), Wire::V2, false).await;
+    let (o, rid) = other
+        .new_order(fixed_order(OrderKind::Buy, 10_000, 5))
+        .await;
+    let theirs = order_of(&other.reply(o, Some(rid)).await).id.unwrap();
+    let private = Trader::new(&b.url, b.pubkey(), Wire::V2, true).await;
+    let (p, rid) = private
+        .new_order(fixed_order(OrderKind::Sell, 10_000, 5))
+        .await;
+    order_of(&private.reply(p, Some(rid)).await);
+    // The same key now takes another order: refused, and that order stays on the book.
+    let rid = private
+        .send(p, Some(theirs), Action::TakeBuy, Some(Payload::Amount(0)))
+        .await;
+    assert_eq!(
+        cant_do(&private.reply(p, Some(rid)).await),
+        Some(CantDoReason::PendingOrderExists)
+    );
+    other.wait_order_status(theirs, "pending").await;
+}

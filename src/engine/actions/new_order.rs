@@ -46,6 +46,9 @@ pub fn new_order(
     }
     o.check_fiat_currency(&s.fiat_currencies_accepted)?;
     let kind = o.kind.ok_or(CantDoReason::InvalidOrderKind)?;
+    if pending_orders_of(tx, &req.identity())? >= s.max_pending_orders_per_identity {
+        return Err(CantDoReason::TooManyRequests.into());
+    }
     let is_range = o.min_amount.is_some() || o.max_amount.is_some();
     if is_range && !(o.min_amount.is_some() && o.max_amount.is_some()) {
         return Err(CantDoReason::InvalidAmount.into());
@@ -111,6 +114,19 @@ pub fn new_order(
 /// The fee each side pays, `round(fee × amount / 2)` (reference §4.0).
 pub fn fee_for(ctx: &Ctx, amount: i64) -> i64 {
     (ctx.settings.mostro.fee * amount as f64 / 2.0).round() as i64
+}
+
+/// The pending orders `identity` made (so one trader cannot fill the book).
+fn pending_orders_of(tx: &Tx, identity: &PublicKey) -> Result<usize, Fail> {
+    let mut n = 0;
+    for id in tx.orders_of(identity)? {
+        let Some(o) = tx.order(id)? else { continue };
+        let maker = o.party(o.maker_side()).map(|p| p.identity);
+        if o.status == Status::Pending && maker.as_ref() == Some(identity) {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Every amount of the order, in sats, must lie within `[min_payment_amount, max_order_amount]`.

@@ -32,6 +32,11 @@ pub fn take(
         Kind::Buy => Side::Seller,
     };
     check_no_waiting_take(tx, req, taker_side)?;
+    // One trade key, one trade at a time (clients use a new key for each): a full-privacy
+    // taker, whose identity is the trade key, cannot hold several orders with one key.
+    if active.contains(&req.sender()) {
+        return Err(CantDoReason::PendingOrderExists.into());
+    }
     if order.kind != kind {
         return Err(CantDoReason::InvalidOrderKind.into());
     }
