@@ -111,6 +111,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } => mostro_box::bench::trade(trades, concurrency, history)
                 .await
                 .context("bench trade"),
+            BenchKind::Flood { requests, chats } => mostro_box::bench::flood(requests, chats)
+                .await
+                .context("bench flood"),
             BenchKind::Relay {
                 url,
                 writers,

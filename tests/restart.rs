@@ -15,7 +15,9 @@ async fn kill_9_keeps_acked_orders_and_answers_requests_after_restart() {
     mostro_box::node::init(&dir, None).unwrap();
     let chain = start_chain().await;
     let port = free_port();
-    let mut b = BoxProcess::spawn(&dir, port, &chain, &[]).await;
+    // One trader makes 34 orders here.
+    let extra = ["mostro.max_pending_orders_per_identity=100".to_string()];
+    let mut b = BoxProcess::spawn(&dir, port, &chain, &extra).await;
     let node = mostro_box::keys::load(&dir).unwrap().public_key();
     let t = Trader::new(&b.url(), node, Wire::V2, false).await;
 
@@ -56,7 +58,7 @@ async fn kill_9_keeps_acked_orders_and_answers_requests_after_restart() {
     let late_ev = t.wrap(&late, down_index).await;
     let wrapped = std::time::Instant::now();
     assert!(t.publish(&late_ev).await.is_err(), "the box is down");
-    let b2 = BoxProcess::spawn(&dir, port, &chain, &[]).await;
+    let b2 = BoxProcess::spawn(&dir, port, &chain, &extra).await;
     // The client sends it again once the box answers (a fresh connection, so the test does not
     // depend on nostr-sdk's reconnection back-off).
     let t2 = Trader::new(&b2.url(), node, Wire::V2, false).await;

@@ -54,6 +54,7 @@ pub async fn intake(traders: usize, per_trader: usize, transport: &str) -> anyho
         "relay.connections_per_minute_per_ip=100000000".into(),
         "relay.bytes_per_second_per_ip=1000000000".into(),
         format!("relay.max_connections_per_ip={}", traders + 10),
+        "mostro.max_pending_orders_per_identity=1000000".into(),
         "mostro.fiat_currencies_accepted=[]".into(),
         "price.api_url=http://127.0.0.1:9".into(),
     ];

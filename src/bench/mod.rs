@@ -1,7 +1,9 @@
 //! Benchmarks that print their figures: `bench intake` (new orders through the relay),
 //! `bench trade` (whole trades with real Lightning payments on regtest, optionally after a long
-//! history) and `bench relay` (any relay's ingest and query latency, for comparisons).
+//! history), `bench relay` (any relay's ingest and query latency, for comparisons) and
+//! `bench flood` (the box's memory, store, a trader's latency and its timers under a flood).
 
+mod flood;
 mod history;
 mod intake;
 mod relay;
@@ -9,6 +11,7 @@ mod trade;
 
 use std::time::Duration;
 
+pub use flood::flood;
 pub use intake::intake;
 pub use relay::relay;
 pub use trade::trade;

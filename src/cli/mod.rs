@@ -403,6 +403,17 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 0)]
         history: usize,
     },
+    /// The box as its own process under a flood of unreadable requests and chats from many
+    /// addresses (IPv4 and IPv6): its memory and store before and after, a real trader's
+    /// new-order latency and the box's time-outs while it lasts.
+    Flood {
+        /// Requests to the node that nobody can open.
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: usize,
+        /// Chat events to random recipients.
+        #[arg(long, default_value_t = 1_000_000)]
+        chats: usize,
+    },
     /// Event ingest and query latency of a relay (the box's or another), on Mostro's traffic.
     Relay {
         /// The relay, e.g. ws://127.0.0.1:7777.

@@ -278,7 +278,8 @@ impl Engine {
     }
 }
 
-/// Fault injection for the crash tests: with `MOSTRO_BOX_CRASH_AT=<point>` in its environment
+/// Fault injection for the crash tests (built with the `fault-injection` feature only; a
+/// production build has no crash points): with `MOSTRO_BOX_CRASH_AT=<point>` in its environment
 /// the process dies on the spot (as in a power cut) when it reaches that point: `before-settle`
 /// (release recorded, escrow not settled), `after-settle` (settled, payout not started),
 /// `after-pay` (payment sent, not yet recorded as sent).
@@ -286,6 +287,7 @@ impl Engine {
 /// The points after a Lightning call first give ldk-node a moment to persist its channel
 /// manager: a cut inside ldk-node's own persistence window makes LDK force-close the channel
 /// on restart (its documented recovery), which is LDK's crash model, not the box's.
+#[cfg(feature = "fault-injection")]
 pub(super) async fn crash_point(point: &str) {
     if std::env::var("MOSTRO_BOX_CRASH_AT").as_deref() == Ok(point) {
         if point != "before-settle" {
@@ -295,6 +297,10 @@ pub(super) async fn crash_point(point: &str) {
         std::process::abort();
     }
 }
+
+/// No crash points in a production build.
+#[cfg(not(feature = "fault-injection"))]
+pub(super) async fn crash_point(_point: &str) {}
 
 /// The escrow invoice's description: what it is for and what happens to the sats.
 fn memo(order: &Order) -> String {

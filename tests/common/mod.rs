@@ -535,10 +535,16 @@ impl Trader {
             })
     }
 
-    /// Asserts that nothing arrives for trade key `index` within `d`.
-    pub async fn assert_silent(&self, index: i64, d: Duration) {
+    /// Asserts that nothing arrives for trade key `index`. The box handles requests in the
+    /// order it accepted them and answers in that order, so once the answer to a later request
+    /// (a sentinel from a fresh key) is in, anything for `index` would be in too.
+    pub async fn assert_silent(&self, index: i64) {
         let to = self.trade_keys(index).await.public_key();
-        tokio::time::sleep(d).await;
+        let sentinel = self.take_index();
+        let rid = self
+            .send(sentinel, None, Action::LastTradeIndex, None)
+            .await;
+        self.reply(sentinel, Some(rid)).await;
         let inbox = self.inbox.lock().unwrap();
         assert!(
             !inbox.iter().any(|(k, _)| k == &to),
