@@ -36,11 +36,7 @@ const TIMEOUT: u64 = 20;
 
 /// Runs the flood benchmark and prints its figures.
 pub async fn flood(requests: usize, chats: usize) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("mostro-box-flood-{}", uuid::Uuid::new_v4()));
-    crate::node::init(&dir, None)?;
-    let exe = crate::regtest::find_or_provision_bitcoind(&crate::cli::bitcoind_cache())?;
-    let bitcoind = crate::regtest::Bitcoind::start(&exe, &dir.join("bitcoind")).await?;
-    bitcoind.mine(1).await?;
+    let (dir, bitcoind) = super::fresh_box("flood").await?;
     let port = crate::regtest::free_port()?;
     let url = format!("ws://127.0.0.1:{port}");
     let mut set = vec![

@@ -39,12 +39,7 @@ pub async fn intake(traders: usize, per_trader: usize, transport: &str) -> anyho
     if traders == 0 || per_trader == 0 {
         bail!("--traders and --orders must be at least 1");
     }
-    let dir = std::env::temp_dir().join(format!("mostro-box-bench-{}", uuid::Uuid::new_v4()));
-    crate::node::init(&dir, None)?;
-    // The box always runs its Lightning node; a local regtest bitcoind serves it here.
-    let exe = crate::regtest::find_or_provision_bitcoind(&crate::cli::bitcoind_cache())?;
-    let bitcoind = crate::regtest::Bitcoind::start(&exe, &dir.join("bitcoind")).await?;
-    bitcoind.mine(1).await?;
+    let (dir, bitcoind) = super::fresh_box("bench").await?;
     let port = crate::regtest::free_port()?;
     let url = format!("ws://127.0.0.1:{port}");
     let overrides = vec![

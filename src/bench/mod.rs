@@ -16,6 +16,17 @@ pub use intake::intake;
 pub use relay::relay;
 pub use trade::trade;
 
+/// A fresh data directory with the node's keys, and a regtest bitcoind at height 1 (in it) for
+/// the box's Lightning node, which always runs.
+async fn fresh_box(tag: &str) -> anyhow::Result<(std::path::PathBuf, crate::regtest::Bitcoind)> {
+    let dir = std::env::temp_dir().join(format!("mostro-box-{tag}-{}", uuid::Uuid::new_v4()));
+    crate::node::init(&dir, None)?;
+    let exe = crate::regtest::find_or_provision_bitcoind(&crate::cli::bitcoind_cache())?;
+    let bitcoind = crate::regtest::Bitcoind::start(&exe, &dir.join("bitcoind")).await?;
+    bitcoind.mine(1).await?;
+    Ok((dir, bitcoind))
+}
+
 /// The `p`th percentile of sorted durations.
 fn pct(v: &[Duration], p: usize) -> Duration {
     if v.is_empty() {
