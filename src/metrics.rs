@@ -13,6 +13,27 @@ use crate::engine::dispute::DisputeRecord;
 use crate::lightning::{HoldState, LdkNode};
 use crate::store::*;
 
+/// Held payments claimed after the box had recorded them cancelled: (hash, msat, order).
+pub fn late_claims(
+    read: &redb::ReadTransaction,
+) -> Result<Vec<(crate::lightning::PaymentHash, u64, Option<uuid::Uuid>)>, StoreError> {
+    let claims = read.open_table(LATE_CLAIMS)?;
+    let hashes = read.open_table(HASHES)?;
+    let mut out = Vec::new();
+    for entry in claims.iter()? {
+        let (hash, msat) = entry?;
+        let order = hashes
+            .get(hash.value())?
+            .map(|v| uuid::Uuid::from_u128(v.value()));
+        out.push((
+            crate::lightning::PaymentHash(*hash.value()),
+            msat.value(),
+            order,
+        ));
+    }
+    Ok(out)
+}
+
 /// The open orders whose payout waits for the operator's decision.
 pub fn payouts_on_hold(read: &redb::ReadTransaction) -> Result<Vec<uuid::Uuid>, StoreError> {
     use crate::engine::order::{Order, PayoutState};
@@ -112,6 +133,12 @@ impl Metrics {
             "mostro_disputes_open",
             "Disputes not yet decided.",
             open,
+        );
+        gauge(
+            out,
+            "mostro_holds_claimed_after_cancel",
+            "Held payments the Lightning node claimed after the box had given them back: a solver should look at their orders.",
+            read.open_table(LATE_CLAIMS)?.len()?,
         );
         gauge(
             out,

@@ -15,7 +15,7 @@ use crate::config::{Settings, CONFIG_FILE};
 use crate::engine::{Engine, Stopped};
 use crate::keys::{self, KeyError};
 use crate::lightning::seed::{Seed, SeedError, PASSPHRASE_ENV};
-use crate::lightning::{LdkNode, LightningError};
+use crate::lightning::{LdkNode, Lightning, LightningError};
 use crate::price::PriceBook;
 use crate::protocol::events::{LightningFacts, NodeFacts};
 use crate::publish::{self, Publisher};
@@ -195,6 +195,19 @@ impl Running {
 ///
 /// The Lightning seed's passphrase, if it has one, comes from `MOSTRO_BOX_SEED_PASSPHRASE`.
 pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, StartError> {
+    start_layered(data_dir, settings, None).await
+}
+
+/// Wraps the Lightning node the engine sees. Tests put faults at this boundary (an error
+/// after a payment left, say); the production binary starts with none.
+pub type LightningLayer = Box<dyn FnOnce(Arc<LdkNode>) -> Arc<dyn Lightning> + Send>;
+
+/// [`start`], with the engine's Lightning node wrapped by `layer`.
+pub async fn start_layered(
+    data_dir: &Path,
+    settings: Settings,
+    layer: Option<LightningLayer>,
+) -> Result<Running, StartError> {
     let keys = keys::load(data_dir)?;
     let seed = Seed::load(data_dir, std::env::var(PASSPHRASE_ENV).ok())?;
     let path = data_dir.join(STORE_FILE);
@@ -259,7 +272,10 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Result<Running, Start
         facts: facts.clone(),
         prices: prices.clone(),
         inbox,
-        ln: lightning.clone(),
+        ln: match layer {
+            Some(layer) => layer(lightning.clone()),
+            None => lightning.clone(),
+        },
         disk: disk.clone(),
     });
     let engine_task = tokio::spawn(engine.clone().run());

@@ -428,3 +428,160 @@ async fn a_lightning_address_payout_retries_survives_kills_and_pays_once() {
     assert_eq!(received(&m.bob), vec![Some((SATS - FEE) as u64 * 1000)]);
     assert!(received(&carol).is_empty());
 }
+
+/// The engine's Lightning node with a fault at the boundary: the first send of each payment
+/// reaches the real node and leaves, and then the call reports an error (as ldk-node does when
+/// it fails to save its own record after LDK took the payment).
+struct ErrorAfterSend {
+    inner: Arc<LdkNode>,
+    failed: std::sync::Mutex<std::collections::HashSet<mostro_box::lightning::PaymentHash>>,
+}
+
+impl Lightning for ErrorAfterSend {
+    fn create_hold_invoice(
+        &self,
+        req: mostro_box::lightning::HoldRequest,
+    ) -> mostro_box::lightning::LnFuture<'_, String> {
+        self.inner.create_hold_invoice(req)
+    }
+    fn settle_hold(&self, preimage: Preimage) -> mostro_box::lightning::LnFuture<'_, ()> {
+        self.inner.settle_hold(preimage)
+    }
+    fn cancel_hold(
+        &self,
+        hash: mostro_box::lightning::PaymentHash,
+    ) -> mostro_box::lightning::LnFuture<'_, ()> {
+        self.inner.cancel_hold(hash)
+    }
+    fn hold(
+        &self,
+        hash: mostro_box::lightning::PaymentHash,
+    ) -> Result<Option<mostro_box::lightning::HoldRecord>, mostro_box::lightning::LightningError>
+    {
+        self.inner.hold(hash)
+    }
+    fn pay<'a>(
+        &'a self,
+        invoice: &'a ldk_node::lightning_invoice::Bolt11Invoice,
+        amount_msat: Option<u64>,
+        max_fee_msat: u64,
+        fresh: bool,
+    ) -> mostro_box::lightning::SendFuture<'a> {
+        Box::pin(async move {
+            let sent = self
+                .inner
+                .pay(invoice, amount_msat, max_fee_msat, fresh)
+                .await;
+            let hash = mostro_box::lightning::PaymentHash(*invoice.payment_hash().as_ref());
+            if sent == SendOutcome::Sent && self.failed.lock().unwrap().insert(hash) {
+                return SendOutcome::Unknown(
+                    "injected: the node's record could not be saved".into(),
+                );
+            }
+            sent
+        })
+    }
+    fn payment(&self, hash: mostro_box::lightning::PaymentHash) -> Option<PayOutcome> {
+        self.inner.payment(hash)
+    }
+    fn check_invoice(
+        &self,
+        text: &str,
+        amount_msat: Option<u64>,
+        valid_for: u64,
+    ) -> Result<ldk_node::lightning_invoice::Bolt11Invoice, mostro_box::lightning::InvoiceError>
+    {
+        self.inner.check_invoice(text, amount_msat, valid_for)
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<mostro_box::lightning::LnEvent> {
+        self.inner.subscribe()
+    }
+    fn height(&self) -> u32 {
+        self.inner.height()
+    }
+}
+
+/// An error from the Lightning node after the payout left is not a failure: the payout waits
+/// for the payment's outcome (no attempt counted, the buyer not told it failed, no second
+/// payment) and completes when the buyer's wallet takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_error_after_the_payout_left_is_not_a_failure() {
+    use common::trade::*;
+    use mostro_core::prelude::{Action, Payload};
+    let chain = start_chain().await;
+    let dir = temp_dir("error-after-send");
+    mostro_box::node::init(&dir, None).unwrap();
+    let layer: mostro_box::node::LightningLayer = Box::new(|inner| {
+        Arc::new(ErrorAfterSend {
+            inner,
+            failed: Default::default(),
+        })
+    });
+    let b = TestBox::start_layered(dir, chain, &settings(&[]), Some(layer)).await;
+    let t = trade_on(market_on(b, 100_000).await).await;
+    let (id, s) = sell_order(&t).await;
+    let held = Preimage::random();
+    let desc = ldk_node::lightning_invoice::Bolt11InvoiceDescription::Direct(
+        ldk_node::lightning_invoice::Description::new("payout".into()).unwrap(),
+    );
+    let inv =
+        t.m.bob
+            .bolt11_payment()
+            .receive_for_hash(
+                (AMOUNT - FEE) as u64 * 1000,
+                &desc,
+                7200,
+                LdkHash(held.hash().0),
+            )
+            .unwrap();
+    let b = t.buyer.take_index();
+    t.buyer
+        .send(
+            b,
+            Some(id),
+            Action::TakeSell,
+            Some(Payload::PaymentRequest(None, inv.to_string(), None)),
+        )
+        .await;
+    t.buyer.expect(b, Action::WaitingSellerToPay).await;
+    t.seller.expect(s, Action::PayInvoice).await; // the taker's reputation
+    let (_, escrow) = pay_request(&t.seller.expect(s, Action::PayInvoice).await);
+    seller_pays(&t, &escrow);
+    t.buyer.expect(b, Action::HoldInvoicePaymentAccepted).await;
+    fiat_sent(&t, id, s, b).await;
+    t.seller.send(s, Some(id), Action::Release, None).await;
+    wallet_event(&t.m.bob, "bob to hold the payout", |e| match e {
+        Event::PaymentClaimable { payment_hash, .. } if payment_hash.0 == held.hash().0 => Some(()),
+        _ => None,
+    })
+    .await;
+    // The error came back after the payment left: still paying, nothing counted against it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let shown = loop {
+        let shown = cli_ok(&t.m.b.dir, &["--json", "order", "show", &id.to_string()])
+            .await
+            .json();
+        if shown["payout"]["state"]["sent"] == true {
+            break shown;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(shown["payout"]["state"]["state"], "paying", "{shown}");
+    assert_eq!(shown["payout"]["attempts"], 0, "{shown}");
+    t.m.bob
+        .bolt11_payment()
+        .claim_for_hash(
+            LdkHash(held.hash().0),
+            (AMOUNT - FEE) as u64 * 1000,
+            PaymentPreimage(held.0),
+        )
+        .unwrap();
+    // The buyer hears "purchase completed", and never heard "payment failed" before it.
+    t.buyer.expect(b, Action::PurchaseCompleted).await;
+    assert!(
+        !t.buyer
+            .received(|_, m| common::action(m) == Action::PaymentFailed),
+        "the buyer was told the payment failed"
+    );
+}

@@ -358,7 +358,7 @@ async fn pay(ctx: &ApiContext, input: &Value) -> Result<Value, ApiError> {
     let ln = ctx.lightning.as_ref();
     let text = if crate::lightning::is_lightning_address(target) {
         let sats = sats.ok_or_else(|| ApiError::bad("paying a Lightning address needs --sats"))?;
-        let allow_local = ctx.settings.lightning.network == "regtest";
+        let allow_local = ctx.settings.lightning.network == crate::config::Network::Regtest;
         lnurl::resolve(target, sats * 1000, allow_local)
             .await
             .map_err(|e| ApiError::bad(e.to_string()))?

@@ -222,7 +222,7 @@ fn render(ctx: &ApiContext) -> Result<String, ApiError> {
         "<header><h1>{}</h1><p class=\"dim\">mostro-box {} · {} · up {}</p></header>",
         esc(if name.is_empty() { "Mostro node" } else { name }),
         esc(st["version"].as_str().unwrap_or_default()),
-        esc(&ctx.settings.lightning.network),
+        esc(ctx.settings.lightning.network.name()),
         duration(st["uptime_seconds"].as_i64().unwrap_or(0)),
     );
     if !open_disputes.is_empty() {
@@ -234,7 +234,19 @@ fn render(ctx: &ApiContext) -> Result<String, ApiError> {
     }
     let read = ctx.store.read().map_err(ApiError::internal)?;
     let on_hold = crate::metrics::payouts_on_hold(&read).map_err(ApiError::internal)?;
+    let late = crate::metrics::late_claims(&read).map_err(ApiError::internal)?;
     drop(read);
+    for (hash, msat, order) in &late {
+        html +=
+            &format!(
+            "<p class=\"banner\" id=\"late-claim\">The Lightning node claimed {} sats held for \
+             order <code>{}</code> after the box had given them back to the seller (payment \
+             <code>{hash}</code>): the seller may be short; look at the order \
+             (<code>mostro-box order show</code>) and settle with the seller.</p>",
+            msat / 1000,
+            order.map(|o| o.to_string()).unwrap_or_else(|| "unknown".into()),
+        );
+    }
     for id in &on_hold {
         html += &format!(
             "<p class=\"banner\" id=\"payout-on-hold\">Payout of order <code>{id}</code> is on hold \

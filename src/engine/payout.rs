@@ -97,7 +97,7 @@ impl Engine {
         };
         let amount_msat = order.buyer_total() as u64 * 1000;
         let text = if is_lightning_address(&dest) {
-            let allow_local = self.settings.lightning.network == "regtest";
+            let allow_local = self.settings.lightning.network == crate::config::Network::Regtest;
             match lnurl::resolve(&dest, amount_msat, allow_local).await {
                 Ok(pr) => pr,
                 Err(e) => return PayoutFact::Unusable(e.to_string()),

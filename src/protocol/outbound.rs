@@ -36,6 +36,20 @@ pub enum Outgoing {
     },
 }
 
+/// Why a queued message could not be signed (a bug: it stays in the outbox and is logged).
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// mostro-core could not wrap the message.
+    #[error("cannot wrap the message: {0}")]
+    Wrap(String),
+    /// A tag of a public event is malformed.
+    #[error("malformed tag: {0}")]
+    Tag(String),
+    /// nostr could not sign the event.
+    #[error("cannot sign: {0}")]
+    Sign(String),
+}
+
 impl Outgoing {
     /// A direct message, stamped with the protocol version of its transport (1 for gift wrap,
     /// 2 for NIP-44 direct), as the reference daemon stamps them.
@@ -50,7 +64,7 @@ impl Outgoing {
     }
 
     /// Signs (and for direct messages encrypts) with the node key.
-    pub async fn sign(&self, node: &Keys) -> Result<Event, String> {
+    pub async fn sign(&self, node: &Keys) -> Result<Event, SignError> {
         match self {
             Outgoing::Direct {
                 to,
@@ -64,7 +78,7 @@ impl Outgoing {
                 };
                 wrap_message_with(*transport, message, node, node, *to, opts)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| SignError::Wrap(e.to_string()))
             }
             Outgoing::Public {
                 kind,
@@ -74,13 +88,13 @@ impl Outgoing {
             } => {
                 let tags = tags
                     .iter()
-                    .map(|t| Tag::parse(t.clone()).map_err(|e| e.to_string()))
+                    .map(|t| Tag::parse(t.clone()).map_err(|e| SignError::Tag(e.to_string())))
                     .collect::<Result<Vec<_>, _>>()?;
                 EventBuilder::new(Kind::from(*kind), content.clone())
                     .tags(tags)
                     .custom_created_at(Timestamp::from_secs(*created_at))
                     .sign_with_keys(node)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| SignError::Sign(e.to_string()))
             }
         }
     }

@@ -159,14 +159,28 @@ impl EventStore {
         })
     }
 
-    /// Forgets private messages older than `before` (the retention), from memory and disk.
-    pub async fn expire_private(&self, before: Timestamp) -> Result<usize, StoreError> {
-        let gone: Vec<[u8; 32]> = self
+    /// Forgets private messages older than `before` (the retention) and every event whose
+    /// NIP-40 expiration has passed (expired orders' events, among others), from memory and
+    /// disk; returns how many.
+    pub async fn tidy(&self, before: Timestamp) -> Result<usize, StoreError> {
+        let mut gone: Vec<[u8; 32]> = self
             .private
             .expire(before)
             .iter()
             .map(|id| id.to_bytes())
             .collect();
+        let expired: Vec<EventId> = self
+            .index
+            .query(Filter::new())
+            .await
+            .into_iter()
+            .filter(|e| e.is_expired())
+            .map(|e| e.id)
+            .collect();
+        if !expired.is_empty() {
+            gone.extend(expired.iter().map(|id| id.to_bytes()));
+            self.index.delete(Filter::new().ids(expired)).await;
+        }
         let n = gone.len();
         delete_events(&self.writer.0, gone).await?;
         Ok(n)

@@ -83,7 +83,8 @@ impl Relay {
         &self.backlog
     }
 
-    /// Runs until the process ends: forgets private messages past their retention, hourly.
+    /// Runs until the process ends: forgets private messages past their retention and expired
+    /// events, hourly.
     pub async fn keep_tidy(self) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
         loop {
@@ -91,10 +92,10 @@ impl Relay {
             let before = nostr::Timestamp::now()
                 .as_secs()
                 .saturating_sub(self.retention_secs);
-            match self.store.expire_private(before.into()).await {
+            match self.store.tidy(before.into()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!("relay: forgot {n} private messages past the retention"),
-                Err(e) => tracing::error!("relay: cannot forget old private messages: {e}"),
+                Ok(n) => tracing::info!("relay: forgot {n} expired or old events"),
+                Err(e) => tracing::error!("relay: cannot forget expired or old events: {e}"),
             }
         }
     }

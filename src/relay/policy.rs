@@ -13,6 +13,33 @@ use crate::store::disk::DiskGuard;
 /// Kinds the node itself publishes; only the node's key may publish them here.
 const NODE_KINDS: [u16; 6] = [0, 10002, 38383, 38384, 38385, 38386];
 
+/// Why the relay refuses an event; the text is what the client is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Larger than `relay.max_event_bytes`.
+    #[error("event is {size} bytes, this relay accepts at most {max}")]
+    TooLarge {
+        /// The event's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A direct message or gift wrap with no `p` tag.
+    #[error("direct messages and gift wraps need a p tag")]
+    NoRecipient,
+    /// A request without the node's proof of work.
+    #[error("requests to this Mostro node need proof of work of {0} bits")]
+    ProofOfWork(u8),
+    /// One of the node's own kinds, signed by someone else.
+    #[error("kind {0} is published only by this Mostro node")]
+    NodeKind(u16),
+    /// Not Mostro traffic.
+    #[error(
+        "this relay carries Mostro traffic only (kinds 14 and 1059 with a p tag), not kind {0}"
+    )]
+    NotMostro(u16),
+}
+
 /// Admits direct messages and gift wraps addressed with a `p` tag (requests to the node and
 /// trader-to-trader chat), the node's own public kinds, and nothing else; enforces the size
 /// limit, the node's proof of work on requests, and a per-IP event rate.
@@ -56,26 +83,23 @@ impl MostroPolicy {
     }
 
     /// The decision, without the rate limit (pure, for tests and the fuzzer).
-    pub fn judge(&self, event: &Event) -> Result<(), String> {
+    pub fn judge(&self, event: &Event) -> Result<(), Refusal> {
         let size = event.as_json().len();
         if size > self.max_event_bytes {
-            return Err(format!(
-                "event is {size} bytes, this relay accepts at most {}",
-                self.max_event_bytes
-            ));
+            return Err(Refusal::TooLarge {
+                size,
+                max: self.max_event_bytes,
+            });
         }
         let kind = event.kind.as_u16();
         if matches!(event.kind, Kind::PrivateDirectMessage | Kind::GiftWrap) {
             let mut p = event.tags.public_keys().peekable();
             if p.peek().is_none() {
-                return Err("direct messages and gift wraps need a p tag".into());
+                return Err(Refusal::NoRecipient);
             }
             let to_node = event.tags.public_keys().any(|p| p == &self.node);
             if to_node && crate::protocol::pow_bits(&event.id) < self.pow {
-                return Err(format!(
-                    "requests to this Mostro node need proof of work of {} bits",
-                    self.pow
-                ));
+                return Err(Refusal::ProofOfWork(self.pow));
             }
             return Ok(());
         }
@@ -83,11 +107,9 @@ impl MostroPolicy {
             if event.pubkey == self.node {
                 return Ok(());
             }
-            return Err(format!("kind {kind} is published only by this Mostro node"));
+            return Err(Refusal::NodeKind(kind));
         }
-        Err(format!(
-            "this relay carries Mostro traffic only (kinds 14 and 1059 with a p tag), not kind {kind}"
-        ))
+        Err(Refusal::NotMostro(kind))
     }
 
     fn take_token(&self, ip: IpAddr) -> bool {
@@ -111,8 +133,8 @@ impl WritePolicy for MostroPolicy {
         addr: &'a SocketAddr,
     ) -> nostr::util::BoxedFuture<'a, PolicyResult> {
         Box::pin(async move {
-            if let Err(reason) = self.judge(event) {
-                return PolicyResult::Reject(reason);
+            if let Err(refusal) = self.judge(event) {
+                return PolicyResult::Reject(refusal.to_string());
             }
             let to_node = event.tags.public_keys().any(|p| p == &self.node);
             let disk_low = self.disk.as_ref().is_some_and(|d| d.is_low());
@@ -153,7 +175,7 @@ mod tests {
         let note = EventBuilder::text_note("hi")
             .sign_with_keys(&stranger)
             .unwrap();
-        assert!(p.judge(&note).unwrap_err().contains("kind 1"));
+        assert_eq!(p.judge(&note), Err(Refusal::NotMostro(1)));
         let dm = EventBuilder::new(Kind::PrivateDirectMessage, "x")
             .tag(Tag::public_key(node.public_key()))
             .sign_with_keys(&stranger)
@@ -171,7 +193,7 @@ mod tests {
             .tag(Tag::public_key(node.public_key()))
             .sign_with_keys(&stranger)
             .unwrap();
-        assert!(p.judge(&big).unwrap_err().contains("bytes"));
+        assert!(matches!(p.judge(&big), Err(Refusal::TooLarge { .. })));
     }
 
     #[tokio::test]

@@ -104,16 +104,24 @@ impl PrivateMessages {
         out
     }
 
-    /// Forgets every message created before `before`; returns their ids.
+    /// Forgets every message created before `before`, and every one whose NIP-40 expiration
+    /// has passed; returns their ids.
     pub fn expire(&self, before: Timestamp) -> Vec<EventId> {
         let mut inner = self.lock();
-        let old: Vec<EventId> = inner
+        let mut old: Vec<EventId> = inner
             .by_age
             .iter()
             .take_while(|(t, _)| *t < before)
             .chain(inner.own_by_age.iter().take_while(|(t, _)| *t < before))
             .map(|(_, id)| *id)
             .collect();
+        old.extend(
+            inner
+                .by_id
+                .values()
+                .filter(|e| e.created_at >= before && e.is_expired())
+                .map(|e| e.id),
+        );
         for id in &old {
             inner.remove(id);
         }

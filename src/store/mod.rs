@@ -99,15 +99,16 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) `path`, creates missing tables, runs migrations and starts the writer.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(
-            redb::Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create(path)?,
-        );
+        let mut db = redb::Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)?;
         let txn = db.begin_write()?;
         tables::create_all(&txn)?;
         migrate(&txn)?;
+        let stats = txn.stats()?;
         txn.commit()?;
+        compact_if_mostly_free(&mut db, path, &stats)?;
+        let db = Arc::new(db);
         let writer = Writer::spawn(db.clone());
         Ok(Self { db, writer })
     }
@@ -148,6 +149,32 @@ impl Store {
         to.commit()?;
         Ok(())
     }
+}
+
+/// Compacts the file at start-up when most of it is free space (a flood's handled requests and
+/// pushed-out chats, or messages past their retention, leave free pages that redb reuses but
+/// never returns), so the file shrinks back after every restart. Nothing else is open yet.
+fn compact_if_mostly_free(
+    db: &mut redb::Database,
+    path: &Path,
+    stats: &redb::DatabaseStats,
+) -> Result<(), StoreError> {
+    let file = std::fs::metadata(path).map_or(0, |m| m.len());
+    let live = stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
+    if file < 8 << 20 || live * 2 > file {
+        return Ok(());
+    }
+    let before = file;
+    db.compact()
+        .map_err(|e| StoreError::Redb(redb::Error::from(e)))?;
+    let after = std::fs::metadata(path).map_or(0, |m| m.len());
+    tracing::info!(
+        "store: compacted {} from {:.1} MB to {:.1} MB",
+        path.display(),
+        before as f64 / 1e6,
+        after as f64 / 1e6
+    );
+    Ok(())
 }
 
 /// Brings an older file up to [`SCHEMA_VERSION`]. Version 1 is the first layout, so the only

@@ -79,6 +79,10 @@ pub const PAYMENTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pa
 /// asked, removed with the outcome, so it holds across any number of restarts: until then a
 /// refused resend does not prove that the payment never left.
 pub const SENDS: TableDefinition<&[u8; 32], u32> = TableDefinition::new("sends");
+/// Held payments LDK claimed after the box had recorded them cancelled (so the order was
+/// cancelled and the payer told it has the sats back): hash -> msat. Rare, and for a solver to
+/// look at; shown on the status page and in `/metrics`.
+pub const LATE_CLAIMS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("late_claims");
 /// Which order a payment hash belongs to (escrow hold invoices and buyer payouts), so a
 /// Lightning event finds its trade.
 pub const HASHES: TableDefinition<&[u8; 32], u128> = TableDefinition::new("hashes");
@@ -114,6 +118,7 @@ pub(super) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError>
     txn.open_table(PAYMENTS)?;
     txn.open_table(SENDS)?;
     txn.open_table(OWN_MESSAGES)?;
+    txn.open_table(LATE_CLAIMS)?;
     Ok(())
 }
 
@@ -136,7 +141,14 @@ pub(super) fn copy_all(
     }
     copy!(META, EVENTS, INBOX, PROCESSED, ORDERS, TIMERS, USERS, DISPUTES, OUTBOX, HOLDS);
     copy!(OPEN_HOLDS, HASHES, LN_WATCH, CANCEL_HOLDS, ESCROW_DEADLINES);
-    copy!(OPEN_ORDERS, ORDER_STATS, PAYMENTS, SENDS, OWN_MESSAGES);
+    copy!(
+        OPEN_ORDERS,
+        ORDER_STATS,
+        PAYMENTS,
+        SENDS,
+        OWN_MESSAGES,
+        LATE_CLAIMS
+    );
     let src = from.open_multimap_table(IDENTITY_ORDERS)?;
     let mut dst = to.open_multimap_table(IDENTITY_ORDERS)?;
     for entry in src.iter()? {

@@ -114,6 +114,16 @@ impl TestBox {
     }
 
     pub async fn start_in(dir: PathBuf, chain: Arc<Bitcoind>, extra: &[&str]) -> Self {
+        Self::start_layered(dir, chain, extra, None).await
+    }
+
+    /// A box whose engine sees its Lightning node through `layer` (faults at that boundary).
+    pub async fn start_layered(
+        dir: PathBuf,
+        chain: Arc<Bitcoind>,
+        extra: &[&str],
+        layer: Option<node::LightningLayer>,
+    ) -> Self {
         // `RUST_LOG=mostro_box=debug cargo test ...` shows the box's logs with a test's output.
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -125,7 +135,9 @@ impl TestBox {
         let mut o = base_overrides(port, &chain);
         o.extend(extra.iter().map(|s| s.to_string()));
         let settings = Settings::load(&dir, Vec::<(String, String)>::new(), &o).unwrap();
-        let running = node::start(&dir, settings.clone()).await.unwrap();
+        let running = node::start_layered(&dir, settings.clone(), layer)
+            .await
+            .unwrap();
         Self {
             dir,
             url: format!("ws://127.0.0.1:{port}"),
@@ -483,6 +495,12 @@ impl Trader {
     }
 
     /// Waits until a received message matches, removing it from the inbox.
+    /// Whether a message already received matches `f` (no waiting: the node answers in order,
+    /// so what came before a message just awaited is in already).
+    pub fn received(&self, f: impl Fn(&PublicKey, &Message) -> bool) -> bool {
+        self.inbox.lock().unwrap().iter().any(|(k, m)| f(k, m))
+    }
+
     pub async fn wait_for(&self, f: impl Fn(&PublicKey, &Message) -> bool) -> Option<Message> {
         let deadline = Instant::now() + WAIT;
         loop {

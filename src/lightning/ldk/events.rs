@@ -51,6 +51,16 @@ impl LdkNode {
                              cancelled ({reason}): the payer's sats are the node's; a solver \
                              should look at its order"
                         );
+                        // Recorded (before the event is acknowledged) where the operator sees
+                        // it: the status page and `mostro_holds_claimed_after_cancel`.
+                        self.store
+                            .writer()
+                            .write(move |txn| {
+                                txn.open_table(crate::store::LATE_CLAIMS)?
+                                    .insert(&hash.0, amount_msat)?;
+                                Ok(())
+                            })
+                            .await?;
                     }
                     LnEvent::HoldSettled { hash }
                 } else {

@@ -1,6 +1,7 @@
 //! Building ldk-node from the settings, and reaching the chain source before it starts.
 
 use super::*;
+use crate::config::ChainSource;
 
 pub(super) fn build(
     data_dir: &Path,
@@ -20,11 +21,11 @@ pub(super) fn build(
         b.set_node_alias(s.alias.clone())
             .map_err(|e| start("lightning.alias", e.to_string()))?;
     }
-    match s.chain_source.as_str() {
-        "electrum" => {
+    match s.chain_source {
+        ChainSource::Electrum => {
             b.set_chain_source_electrum(s.electrum_url.clone(), None);
         }
-        "bitcoind" => {
+        ChainSource::Bitcoind => {
             let (host, port, user, password) = s.bitcoind_rpc().ok_or_else(|| {
                 start(
                     "lightning.bitcoind_rpc_address",
@@ -33,7 +34,7 @@ pub(super) fn build(
             })?;
             b.set_chain_source_bitcoind_rpc(host, port, user, password);
         }
-        _ => {
+        ChainSource::Esplora => {
             b.set_chain_source_esplora(s.esplora_url(), None);
         }
     }
@@ -73,8 +74,8 @@ pub fn socket_address(addr: std::net::SocketAddr) -> SocketAddress {
 /// One cheap request to the configured chain source.
 pub(super) async fn chain_source_reachable(s: &LightningSettings) -> Result<(), String> {
     let timeout = Duration::from_secs(10);
-    match s.chain_source.as_str() {
-        "bitcoind" => {
+    match s.chain_source {
+        ChainSource::Bitcoind => {
             let (host, port, user, password) = s
                 .bitcoind_rpc()
                 .ok_or("bitcoind_rpc_address, user and password must be set")?;
@@ -90,7 +91,7 @@ pub(super) async fn chain_source_reachable(s: &LightningSettings) -> Result<(), 
             .map(|_| ())
             .map_err(|e| e.to_string())
         }
-        "electrum" => {
+        ChainSource::Electrum => {
             let hostport = s
                 .electrum_url
                 .split("://")
@@ -103,7 +104,7 @@ pub(super) async fn chain_source_reachable(s: &LightningSettings) -> Result<(), 
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
-        _ => crate::fetch::get(
+        ChainSource::Esplora => crate::fetch::get(
             &format!(
                 "{}/blocks/tip/height",
                 s.esplora_url().trim_end_matches('/')
@@ -117,9 +118,9 @@ pub(super) async fn chain_source_reachable(s: &LightningSettings) -> Result<(), 
 }
 
 pub(super) fn describe_chain_source(s: &LightningSettings) -> String {
-    match s.chain_source.as_str() {
-        "electrum" => format!("electrum {}", s.electrum_url),
-        "bitcoind" => format!("bitcoind RPC at {}", s.bitcoind_rpc_address),
-        _ => format!("esplora {}", s.esplora_url()),
+    match s.chain_source {
+        ChainSource::Electrum => format!("electrum {}", s.electrum_url),
+        ChainSource::Bitcoind => format!("bitcoind RPC at {}", s.bitcoind_rpc_address),
+        ChainSource::Esplora => format!("esplora {}", s.esplora_url()),
     }
 }

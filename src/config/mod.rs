@@ -4,6 +4,9 @@
 //! operator moving from `mostrod` recognises every knob. Everything is validated at start-up:
 //! a bad value stops the box with one line naming the key, the value and what is allowed.
 
+mod template;
+mod validate;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -115,18 +118,81 @@ pub struct MostroSettings {
     pub website: String,
 }
 
+/// The Bitcoin network the box runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Real money (`"bitcoin"`, or `"mainnet"` as the reference daemon says).
+    #[serde(alias = "mainnet")]
+    Bitcoin,
+    /// Testnet (3).
+    Testnet,
+    /// Signet.
+    Signet,
+    /// A local regtest chain (tests and the playground).
+    Regtest,
+}
+
+impl Network {
+    /// As the settings file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::Bitcoin => "bitcoin",
+            Network::Testnet => "testnet",
+            Network::Signet => "signet",
+            Network::Regtest => "regtest",
+        }
+    }
+
+    /// As the reference daemon publishes it (`mainnet` for bitcoin).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Network::Bitcoin => "mainnet",
+            other => other.name(),
+        }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where the Lightning node learns about the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainSource {
+    /// An Esplora HTTP API (a public one by default).
+    Esplora,
+    /// An Electrum server.
+    Electrum,
+    /// The operator's own bitcoind, over RPC.
+    Bitcoind,
+}
+
+impl std::fmt::Display for ChainSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChainSource::Esplora => "esplora",
+            ChainSource::Electrum => "electrum",
+            ChainSource::Bitcoind => "bitcoind",
+        })
+    }
+}
+
 /// `[lightning]`: the embedded LDK node, its chain source and the hold invoice windows.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LightningSettings {
-    /// `bitcoin`, `testnet`, `signet` or `regtest`.
-    pub network: String,
+    /// The Bitcoin network.
+    pub network: Network,
     /// Where the Lightning node accepts peer connections.
     pub listen: SocketAddr,
     /// Node alias shown in the Lightning network graph (only announced with public channels).
     pub alias: String,
-    /// `esplora`, `electrum` or `bitcoind`.
-    pub chain_source: String,
+    /// Where the node learns about the chain.
+    pub chain_source: ChainSource,
     /// Esplora API URL; empty means the public default for the network.
     pub esplora_url: String,
     /// Electrum server, e.g. `ssl://electrum.blockstream.info:50002`.
@@ -272,10 +338,10 @@ impl Default for MostroSettings {
 impl Default for LightningSettings {
     fn default() -> Self {
         Self {
-            network: "bitcoin".into(),
+            network: Network::Bitcoin,
             listen: SocketAddr::from(([0, 0, 0, 0], 9735)),
             alias: "mostro-box".into(),
-            chain_source: "esplora".into(),
+            chain_source: ChainSource::Esplora,
             esplora_url: String::new(),
             electrum_url: String::new(),
             bitcoind_rpc_address: "127.0.0.1:8332".into(),
@@ -329,10 +395,7 @@ impl Default for PriceSettings {
 impl LightningSettings {
     /// The network name as the reference daemon publishes it (`mainnet` for bitcoin).
     pub fn network_tag(&self) -> String {
-        match self.network.as_str() {
-            "bitcoin" | "mainnet" => "mainnet".into(),
-            other => other.into(),
-        }
+        self.network.tag().into()
     }
 
     /// bitcoind RPC `(host, port, user, password)` when all are set.
@@ -350,14 +413,14 @@ impl LightningSettings {
         ))
     }
 
-    /// The network as rust-bitcoin names it (validated, so never a surprise).
+    /// The network as rust-bitcoin names it.
     pub fn bitcoin_network(&self) -> ldk_node::bitcoin::Network {
-        use ldk_node::bitcoin::Network;
-        match self.network.as_str() {
-            "bitcoin" | "mainnet" => Network::Bitcoin,
-            "testnet" => Network::Testnet,
-            "signet" => Network::Signet,
-            _ => Network::Regtest,
+        use ldk_node::bitcoin::Network as N;
+        match self.network {
+            Network::Bitcoin => N::Bitcoin,
+            Network::Testnet => N::Testnet,
+            Network::Signet => N::Signet,
+            Network::Regtest => N::Regtest,
         }
     }
 
@@ -367,11 +430,11 @@ impl LightningSettings {
         if !self.esplora_url.trim().is_empty() {
             return self.esplora_url.trim().to_string();
         }
-        match self.network.as_str() {
-            "bitcoin" | "mainnet" => "https://blockstream.info/api",
-            "testnet" => "https://blockstream.info/testnet/api",
-            "signet" => "https://mempool.space/signet/api",
-            _ => "http://127.0.0.1:3002",
+        match self.network {
+            Network::Bitcoin => "https://blockstream.info/api",
+            Network::Testnet => "https://blockstream.info/testnet/api",
+            Network::Signet => "https://mempool.space/signet/api",
+            Network::Regtest => "http://127.0.0.1:3002",
         }
         .into()
     }
@@ -472,454 +535,6 @@ impl Settings {
         // Optional keys are absent from the serialisation of their `None` default.
         keys.push("mostro.pow_first_contact".into());
         keys
-    }
-
-    /// Range checks on every value a typo could break.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let m = &self.mostro;
-        check(
-            "mostro.fee",
-            m.fee,
-            (0.0..1.0).contains(&m.fee),
-            "a fraction from 0 to below 1, e.g. 0.006",
-        )?;
-        check(
-            "mostro.min_payment_amount",
-            m.min_payment_amount,
-            m.min_payment_amount >= 1,
-            "at least 1 sat",
-        )?;
-        check(
-            "mostro.max_order_amount",
-            m.max_order_amount,
-            m.max_order_amount >= m.min_payment_amount,
-            "at least mostro.min_payment_amount",
-        )?;
-        check(
-            "mostro.expiration_hours",
-            m.expiration_hours,
-            (1..=24 * 365).contains(&m.expiration_hours),
-            "1 to 8760 hours",
-        )?;
-        check(
-            "mostro.max_expiration_days",
-            m.max_expiration_days,
-            (1..=365).contains(&m.max_expiration_days),
-            "1 to 365 days",
-        )?;
-        check(
-            "mostro.expiration_seconds",
-            m.expiration_seconds,
-            (1..=86_400).contains(&m.expiration_seconds),
-            "1 to 86400 seconds",
-        )?;
-        check("mostro.pow", m.pow, m.pow <= 32, "0 to 32 bits")?;
-        check(
-            "mostro.max_orders_per_response",
-            m.max_orders_per_response,
-            (1..=1000).contains(&m.max_orders_per_response),
-            "1 to 1000",
-        )?;
-        check(
-            "mostro.protocol_version",
-            m.protocol_version,
-            matches!(m.protocol_version, 1 | 2),
-            "1 (gift wrap) or 2 (NIP-44 direct)",
-        )?;
-        for (key, v) in [
-            ("mostro.publish_relays_interval", m.publish_relays_interval),
-            (
-                "mostro.publish_mostro_info_interval",
-                m.publish_mostro_info_interval,
-            ),
-            (
-                "mostro.user_rates_sent_interval_seconds",
-                m.user_rates_sent_interval_seconds,
-            ),
-            (
-                "price.update_interval_seconds",
-                self.price.update_interval_seconds,
-            ),
-        ] {
-            check(key, v, v >= 1, "at least 1 second")?;
-        }
-        for code in &m.fiat_currencies_accepted {
-            check(
-                "mostro.fiat_currencies_accepted",
-                format!("{code:?}"),
-                !code.is_empty() && code.chars().all(|c| c.is_ascii_alphanumeric()),
-                "a list of currency codes such as [\"USD\", \"VES\"], or [] for all",
-            )?;
-        }
-        check(
-            "mostro.max_pending_orders_per_identity",
-            m.max_pending_orders_per_identity,
-            m.max_pending_orders_per_identity >= 1,
-            "at least 1",
-        )?;
-        check(
-            "mostro.max_routing_fee",
-            m.max_routing_fee,
-            (0.0..0.5).contains(&m.max_routing_fee),
-            "a fraction from 0 to below 0.5, e.g. 0.002",
-        )?;
-        let l = &self.lightning;
-        check(
-            "lightning.payment_attempts",
-            l.payment_attempts,
-            (1..=100).contains(&l.payment_attempts),
-            "1 to 100 attempts",
-        )?;
-        check(
-            "lightning.payment_retries_interval",
-            l.payment_retries_interval,
-            l.payment_retries_interval >= 1,
-            "at least 1 second",
-        )?;
-        // The trade's wind-up (a dispute for a trade whose fiat was sent) must come well before
-        // the Lightning guard, which gives the seller the sats back with no dispute.
-        let min_margin = MIN_ESCROW_MARGIN_BLOCKS;
-        check(
-            "lightning.escrow_deadline_margin_blocks",
-            l.escrow_deadline_margin_blocks,
-            l.escrow_deadline_margin_blocks >= min_margin
-                && l.escrow_deadline_margin_blocks < l.hold_invoice_cltv_delta,
-            &format!(
-                "at least {min_margin} blocks (the Lightning guard gives the seller the sats \
-                 back shortly before the deadline, with no dispute) and fewer than \
-                 lightning.hold_invoice_cltv_delta"
-            ),
-        )?;
-        check(
-            "lightning.network",
-            format!("{:?}", l.network),
-            matches!(
-                l.network.as_str(),
-                "bitcoin" | "mainnet" | "testnet" | "signet" | "regtest"
-            ),
-            "\"bitcoin\" (or \"mainnet\"), \"testnet\", \"signet\" or \"regtest\"",
-        )?;
-        check(
-            "lightning.hold_invoice_cltv_delta",
-            l.hold_invoice_cltv_delta,
-            (12..=720).contains(&l.hold_invoice_cltv_delta),
-            "12 to 720 blocks (payers refuse invoices that lock their funds much longer)",
-        )?;
-        check(
-            "lightning.chain_source",
-            format!("{:?}", l.chain_source),
-            matches!(l.chain_source.as_str(), "esplora" | "electrum" | "bitcoind"),
-            "\"esplora\", \"electrum\" or \"bitcoind\"",
-        )?;
-        check(
-            "lightning.electrum_url",
-            format!("{:?}", l.electrum_url),
-            l.chain_source != "electrum" || !l.electrum_url.trim().is_empty(),
-            "a server such as \"ssl://electrum.blockstream.info:50002\" when chain_source = \"electrum\"",
-        )?;
-        check(
-            "lightning.bitcoind_rpc_address",
-            format!("{:?}", l.bitcoind_rpc_address),
-            l.chain_source != "bitcoind" || l.bitcoind_rpc().is_some(),
-            "HOST:PORT of bitcoind's RPC, e.g. \"127.0.0.1:8332\", with bitcoind_rpc_user and bitcoind_rpc_password set",
-        )?;
-        check(
-            "lightning.alias",
-            format!("{:?}", l.alias),
-            l.alias.len() <= 32,
-            "at most 32 bytes",
-        )?;
-        check(
-            "lightning.lsps2_node_id",
-            format!("{:?}", l.lsps2_node_id),
-            l.lsps2_node_id.is_empty()
-                || (l
-                    .lsps2_node_id
-                    .parse::<ldk_node::bitcoin::secp256k1::PublicKey>()
-                    .is_ok()
-                    && !l.lsps2_address.is_empty()),
-            "the LSP's 66-hex-digit node id, with lightning.lsps2_address set",
-        )?;
-        let r = &self.relay;
-        check(
-            "relay.public_url",
-            format!("{:?}", r.public_url),
-            nostr::RelayUrl::parse(&r.public_url).is_ok(),
-            "a ws:// or wss:// URL traders can reach, e.g. \"wss://mostro.example.org\"",
-        )?;
-        check(
-            "relay.max_event_bytes",
-            r.max_event_bytes,
-            (1024..=1 << 20).contains(&r.max_event_bytes),
-            "1024 to 1048576 bytes",
-        )?;
-        check(
-            "relay.events_per_minute_per_ip",
-            r.events_per_minute_per_ip,
-            r.events_per_minute_per_ip >= 1,
-            "at least 1",
-        )?;
-        check(
-            "relay.max_connections_per_ip",
-            r.max_connections_per_ip,
-            r.max_connections_per_ip >= 1,
-            "at least 1",
-        )?;
-        check(
-            "relay.connections_per_minute_per_ip",
-            r.connections_per_minute_per_ip,
-            r.connections_per_minute_per_ip >= 1,
-            "at least 1",
-        )?;
-        check(
-            "relay.bytes_per_second_per_ip",
-            r.bytes_per_second_per_ip,
-            r.bytes_per_second_per_ip as usize >= 1024,
-            "at least 1024",
-        )?;
-        check(
-            "relay.max_subscriptions_per_connection",
-            r.max_subscriptions_per_connection,
-            r.max_subscriptions_per_connection >= 1,
-            "at least 1",
-        )?;
-        check(
-            "relay.max_connections",
-            r.max_connections,
-            r.max_connections >= 1,
-            "at least 1",
-        )?;
-        check(
-            "relay.max_inbox_backlog",
-            r.max_inbox_backlog,
-            r.max_inbox_backlog >= 100,
-            "at least 100",
-        )?;
-        check(
-            "relay.max_private_messages",
-            r.max_private_messages,
-            r.max_private_messages >= 1000,
-            "at least 1000",
-        )?;
-        check(
-            "relay.private_message_retention_days",
-            r.private_message_retention_days,
-            r.private_message_retention_days >= 1,
-            "at least 1 day",
-        )?;
-        for url in &self.nostr.publish_relays {
-            check(
-                "nostr.publish_relays",
-                format!("{url:?}"),
-                nostr::RelayUrl::parse(url).is_ok(),
-                "a list of ws:// or wss:// URLs",
-            )?;
-        }
-        check(
-            "price.api_url",
-            format!("{:?}", self.price.api_url),
-            self.price.api_url.starts_with("http://") || self.price.api_url.starts_with("https://"),
-            "an http:// or https:// URL of a Yadio-compatible API",
-        )?;
-        Ok(())
-    }
-
-    /// The commented settings file `init` writes: every key with its default and meaning.
-    pub fn template() -> String {
-        let d = Settings::default();
-        format!(
-            r#"# mostro-box settings. Every key is shown with its default.
-# Order of precedence: this file < MOSTRO_BOX_<SECTION>_<KEY> environment variables
-# (e.g. MOSTRO_BOX_MOSTRO_FEE=0.006) < `mostro-box run --set section.key=value`.
-
-[mostro]
-# Total fee of a trade as a fraction; the buyer and the seller each pay half.
-fee = {fee:?}
-# Order size limits in sats.
-max_order_amount = {max_order_amount}
-min_payment_amount = {min_payment_amount}
-# Most a buyer payout may spend on routing, as a fraction of it (small payouts: max(1 %, 10 sats)).
-max_routing_fee = {max_routing_fee:?}
-# Lifetime of a pending order when the maker sets none, and the longest one a maker may set.
-expiration_hours = {expiration_hours}
-max_expiration_days = {max_expiration_days}
-# Seconds a taken order may wait for the buyer's invoice or the seller's payment.
-expiration_seconds = {expiration_seconds}
-# NIP-13 proof of work demanded on incoming messages (0 = none).
-pow = {pow}
-# Proof of work demanded from a trade key without an active trade (defaults to pow).
-# pow_first_contact = 0
-# Fiat currencies accepted; [] accepts every currency.
-fiat_currencies_accepted = {fiat:?}
-# Most order ids a trader may ask about in one `orders` request.
-max_orders_per_response = {max_orders_per_response}
-# Below this much free disk (MB) new orders are refused; trades under way still finish.
-min_free_disk_mb = {min_free_disk_mb}
-# Pending orders one trader (identity) may have on the book at once.
-max_pending_orders_per_identity = {max_pending}
-# Seconds between publications of the relay list (kind 10002) and node info (kind 38385).
-publish_relays_interval = {publish_relays_interval}
-publish_mostro_info_interval = {publish_mostro_info_interval}
-# Seconds between flushes of rating events (kind 38384).
-user_rates_sent_interval_seconds = {rates}
-# Protocol version advertised to clients: 2 = NIP-44 direct (kind 14), 1 = gift wrap (kind 1059).
-# The box accepts both and answers in the transport each request used.
-protocol_version = {protocol_version}
-# Public profile (kind 0) and instance name in the `y` tag; kind 0 is published if any is set.
-name = ""
-about = ""
-picture = ""
-website = ""
-
-[lightning]
-# Bitcoin network: "bitcoin", "testnet", "signet" or "regtest".
-network = "{network}"
-# Where the Lightning node accepts peers, and its public alias.
-listen = "{ln_listen}"
-alias = "{alias}"
-# Where the node learns about the chain: "esplora" (default; esplora_url empty = a public
-# server for the network), "electrum" (electrum_url) or "bitcoind" (your own node's RPC, e.g.
-# on Umbrel: bitcoind_rpc_address, bitcoind_rpc_user, bitcoind_rpc_password).
-chain_source = "{chain_source}"
-esplora_url = ""
-electrum_url = ""
-bitcoind_rpc_address = "{rpc_addr}"
-bitcoind_rpc_user = ""
-bitcoind_rpc_password = ""
-# Rapid Gossip Sync server URL (faster start on small machines); empty = gossip from peers.
-rgs_url = ""
-# An LSPS2 liquidity provider for just-in-time inbound channels (all three, or none).
-lsps2_node_id = ""
-lsps2_address = ""
-lsps2_token = ""
-# Seconds a seller's hold invoice stays payable (advertised to clients).
-hold_invoice_expiration_window = {hiew}
-# Blocks a seller's payment stays held once paid. The box asks payers for a longer lock so
-# this whole window is usable, and settles or cancels every held payment before it ends.
-hold_invoice_cltv_delta = {cltv}
-# A buyer's invoice must not expire sooner than this many seconds from now.
-invoice_expiration_window = {iew}
-# A buyer's invoice may ask for at most this min_final_cltv_expiry_delta (blocks).
-max_final_cltv_expiry_delta = {mfced}
-# A failed payout to the buyer is retried this many times, this many seconds apart; then the
-# buyer is asked for a new invoice.
-payment_attempts = {attempts}
-payment_retries_interval = {retries}
-# Blocks before a held payment's deadline at which an unfinished trade is wound up (an active
-# trade is cancelled and the seller refunded; a fiat-sent trade goes to dispute).
-escrow_deadline_margin_blocks = {margin}
-
-[relay]
-# Where the embedded relay listens (WebSocket, NIP-11 and GET /health on one port).
-listen = "{listen}"
-# The URL traders use to reach this relay (port forward, tunnel or domain).
-public_url = "{public_url}"
-# Largest event accepted, in bytes.
-max_event_bytes = {max_event_bytes}
-# Per-IP limits: events published per minute and connections open at once; and subscriptions
-# per connection (so one address holds at most connections x subscriptions).
-events_per_minute_per_ip = {epm}
-max_connections_per_ip = {mcip}
-# New connections one address may open per minute, and bytes per second the relay reads from it
-# (a flood waits in the sender's own network buffers). Raise both if many traders share one
-# address (carrier-grade NAT).
-connections_per_minute_per_ip = {cpm}
-bytes_per_second_per_ip = {bps}
-max_subscriptions_per_connection = {msub}
-# Open WebSocket connections in total.
-max_connections = {maxconn}
-# Requests accepted and not yet handled (past it senders are asked to retry shortly), and the
-# private messages kept for traders (replies and chats: the oldest go first, and none is kept
-# longer than the retention). Both bound what a flood can take.
-max_inbox_backlog = {backlog}
-max_private_messages = {maxpriv}
-private_message_retention_days = {retention}
-# Reverse proxies in front of the relay whose X-Forwarded-For names the trader, e.g.
-# ["127.0.0.1"] for Caddy or nginx on this machine. Leave empty otherwise: the header is then
-# ignored (a Tor onion service forwards no address, and anyone could write one).
-trusted_proxies = []
-
-[nostr]
-# Public relays that get copies of the node's public events (orders, info, relay list), e.g.
-# ["wss://relay.mostro.network", "wss://nos.lol"]. Unreachable relays are retried with back-off.
-publish_relays = []
-
-[price]
-# Yadio-compatible price API: the box reads {{api_url}}/exrates/BTC.
-api_url = "{api_url}"
-update_interval_seconds = {upd}
-# Market-price orders are refused (price_too_stale) when the last price is older than this.
-max_staleness_seconds = {stale}
-
-[status]
-# The operator's status page (open the link `mostro-box status-page` prints). Reachable from
-# your home network by default so you can check it on your phone; never forward this port.
-listen = "{status_listen}"
-# Keep true unless a proxy logs you in first (Umbrel's app proxy does).
-require_token = true
-"#,
-            fee = d.mostro.fee,
-            max_order_amount = d.mostro.max_order_amount,
-            min_payment_amount = d.mostro.min_payment_amount,
-            max_routing_fee = d.mostro.max_routing_fee,
-            expiration_hours = d.mostro.expiration_hours,
-            max_expiration_days = d.mostro.max_expiration_days,
-            expiration_seconds = d.mostro.expiration_seconds,
-            pow = d.mostro.pow,
-            fiat = d.mostro.fiat_currencies_accepted,
-            max_orders_per_response = d.mostro.max_orders_per_response,
-            min_free_disk_mb = d.mostro.min_free_disk_mb,
-            max_pending = d.mostro.max_pending_orders_per_identity,
-            publish_relays_interval = d.mostro.publish_relays_interval,
-            publish_mostro_info_interval = d.mostro.publish_mostro_info_interval,
-            rates = d.mostro.user_rates_sent_interval_seconds,
-            protocol_version = d.mostro.protocol_version,
-            network = d.lightning.network,
-            ln_listen = d.lightning.listen,
-            alias = d.lightning.alias,
-            chain_source = d.lightning.chain_source,
-            rpc_addr = d.lightning.bitcoind_rpc_address,
-            mfced = d.lightning.max_final_cltv_expiry_delta,
-            attempts = d.lightning.payment_attempts,
-            retries = d.lightning.payment_retries_interval,
-            margin = d.lightning.escrow_deadline_margin_blocks,
-            hiew = d.lightning.hold_invoice_expiration_window,
-            cltv = d.lightning.hold_invoice_cltv_delta,
-            iew = d.lightning.invoice_expiration_window,
-            listen = d.relay.listen,
-            public_url = d.relay.public_url,
-            max_event_bytes = d.relay.max_event_bytes,
-            epm = d.relay.events_per_minute_per_ip,
-            mcip = d.relay.max_connections_per_ip,
-            cpm = d.relay.connections_per_minute_per_ip,
-            bps = d.relay.bytes_per_second_per_ip,
-            msub = d.relay.max_subscriptions_per_connection,
-            maxconn = d.relay.max_connections,
-            backlog = d.relay.max_inbox_backlog,
-            maxpriv = d.relay.max_private_messages,
-            retention = d.relay.private_message_retention_days,
-            api_url = d.price.api_url,
-            upd = d.price.update_interval_seconds,
-            stale = d.price.max_staleness_seconds,
-            status_listen = d.status.listen,
-        )
-    }
-}
-
-fn check(
-    key: &str,
-    value: impl std::fmt::Display,
-    ok: bool,
-    allowed: &str,
-) -> Result<(), ConfigError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            key: key.into(),
-            value: value.to_string(),
-            allowed: allowed.into(),
-        })
     }
 }
 
