@@ -159,20 +159,14 @@ async fn with_pass(dir: &std::path::Path, args: &[&str]) -> CliRun {
     .await
 }
 
-/// A backup taken while a payout is in flight, restored: the payout is on hold for the
-/// operator (the old box may have paid it since), never paid by the restored box, shown by
-/// `order show`, the status page and `/metrics`, and completed only by the operator's word.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_restored_payout_in_flight_waits_for_the_operator() {
+/// A sell order taken with an invoice the buyer's wallet holds (so the payout stays in flight),
+/// paid into escrow, fiat sent, released: returns once the buyer's wallet holds the payout, with
+/// (order id, seller's and buyer's trade indexes, the payout's preimage).
+async fn released_to_a_held_payout(t: &common::trade::Trade) -> (uuid::Uuid, i64, i64, Preimage) {
     use common::trade::*;
     use mostro_core::prelude::{Action, Payload};
-    use std::os::unix::fs::PermissionsExt;
-
-    let t = trade(&[]).await;
-    let chain = t.m.b.chain.clone();
-    let (id, s) = sell_order(&t).await;
-    // The buyer's invoice is one its wallet holds: the payout stays in flight.
-    let hold = Preimage::random();
+    let (id, s) = sell_order(t).await;
+    let held = Preimage::random();
     let desc = ldk_node::lightning_invoice::Bolt11InvoiceDescription::Direct(
         ldk_node::lightning_invoice::Description::new("payout".into()).unwrap(),
     );
@@ -183,7 +177,7 @@ async fn a_restored_payout_in_flight_waits_for_the_operator() {
                 (AMOUNT - FEE) as u64 * 1000,
                 &desc,
                 7200,
-                LdkHash(hold.hash().0),
+                LdkHash(held.hash().0),
             )
             .unwrap();
     let b = t.buyer.take_index();
@@ -198,15 +192,29 @@ async fn a_restored_payout_in_flight_waits_for_the_operator() {
     t.buyer.expect(b, Action::WaitingSellerToPay).await;
     t.seller.expect(s, Action::PayInvoice).await; // the taker's reputation
     let (_, escrow) = pay_request(&t.seller.expect(s, Action::PayInvoice).await);
-    seller_pays(&t, &escrow);
+    seller_pays(t, &escrow);
     t.buyer.expect(b, Action::HoldInvoicePaymentAccepted).await;
-    fiat_sent(&t, id, s, b).await;
+    fiat_sent(t, id, s, b).await;
     t.seller.send(s, Some(id), Action::Release, None).await;
     wallet_event(&t.m.bob, "bob to hold the payout", |e| match e {
-        Event::PaymentClaimable { payment_hash, .. } if payment_hash.0 == hold.hash().0 => Some(()),
+        Event::PaymentClaimable { payment_hash, .. } if payment_hash.0 == held.hash().0 => Some(()),
         _ => None,
     })
     .await;
+    (id, s, b, held)
+}
+
+/// A backup taken while a payout is in flight, restored: the payout is on hold for the
+/// operator (the old box may have paid it since), never paid by the restored box, shown by
+/// `order show`, the status page and `/metrics`, and completed only by the operator's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_payout_in_flight_waits_for_the_operator() {
+    use common::trade::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    let t = trade(&[]).await;
+    let chain = t.m.b.chain.clone();
+    let (id, _, _, _) = released_to_a_held_payout(&t).await;
     let dir = t.m.b.dir.clone();
     let shown = cli_ok(&dir, &["--json", "order", "show", &id.to_string()])
         .await
@@ -507,7 +515,7 @@ impl Lightning for ErrorAfterSend {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_error_after_the_payout_left_is_not_a_failure() {
     use common::trade::*;
-    use mostro_core::prelude::{Action, Payload};
+    use mostro_core::prelude::Action;
     let chain = start_chain().await;
     let dir = temp_dir("error-after-send");
     mostro_box::node::init(&dir, None).unwrap();
@@ -519,42 +527,7 @@ async fn an_error_after_the_payout_left_is_not_a_failure() {
     });
     let b = TestBox::start_layered(dir, chain, &settings(&[]), Some(layer)).await;
     let t = trade_on(market_on(b, 100_000).await).await;
-    let (id, s) = sell_order(&t).await;
-    let held = Preimage::random();
-    let desc = ldk_node::lightning_invoice::Bolt11InvoiceDescription::Direct(
-        ldk_node::lightning_invoice::Description::new("payout".into()).unwrap(),
-    );
-    let inv =
-        t.m.bob
-            .bolt11_payment()
-            .receive_for_hash(
-                (AMOUNT - FEE) as u64 * 1000,
-                &desc,
-                7200,
-                LdkHash(held.hash().0),
-            )
-            .unwrap();
-    let b = t.buyer.take_index();
-    t.buyer
-        .send(
-            b,
-            Some(id),
-            Action::TakeSell,
-            Some(Payload::PaymentRequest(None, inv.to_string(), None)),
-        )
-        .await;
-    t.buyer.expect(b, Action::WaitingSellerToPay).await;
-    t.seller.expect(s, Action::PayInvoice).await; // the taker's reputation
-    let (_, escrow) = pay_request(&t.seller.expect(s, Action::PayInvoice).await);
-    seller_pays(&t, &escrow);
-    t.buyer.expect(b, Action::HoldInvoicePaymentAccepted).await;
-    fiat_sent(&t, id, s, b).await;
-    t.seller.send(s, Some(id), Action::Release, None).await;
-    wallet_event(&t.m.bob, "bob to hold the payout", |e| match e {
-        Event::PaymentClaimable { payment_hash, .. } if payment_hash.0 == held.hash().0 => Some(()),
-        _ => None,
-    })
-    .await;
+    let (id, _, b, held) = released_to_a_held_payout(&t).await;
     // The error came back after the payment left: still paying, nothing counted against it.
     let deadline = tokio::time::Instant::now() + WAIT;
     let shown = loop {
