@@ -14,5 +14,5 @@ cd "$(dirname "$0")/.."
 BITCOIND_EXE=$(scripts/get-bitcoind.sh .cache/bitcoind | tail -n 1)
 export BITCOIND_EXE
 export FAULT_TRADES="${FAULT_TRADES:-50}" FAULT_KILLS="${FAULT_KILLS:-5}"
-cargo test --locked --test faults --test crash -- --test-threads=1 --nocapture 2>&1 |
+cargo test --locked --features fault-injection --test faults --test crash -- --test-threads=1 --nocapture 2>&1 |
   grep -E "^(faults:|flood:|test |test result)|panicked|left:|right:"
