@@ -86,3 +86,18 @@ async fn a_trade_survives_a_crash_at_every_step() {
     assert_eq!(orders["status"], "success", "{orders}");
     drop(b);
 }
+
+/// An engine that stops (here: a panic at its start) ends the process with an error, so systemd
+/// (`Restart=on-failure`) or the container engine starts it again; before, a panic in the
+/// engine's task was read as a clean stop and the process exited 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_panic_ends_the_process_with_an_error() {
+    let chain = start_chain().await;
+    let dir = temp_dir("engine-panic");
+    mostro_box::node::init(&dir, None).unwrap();
+    let mut b =
+        BoxProcess::spawn_crashing(&dir, free_port(), &chain, &[], Some("engine-panic")).await;
+    assert!(b.wait_exit().await, "the box exited with an error status");
+    let log = std::fs::read_to_string(dir.join("box.log")).unwrap();
+    assert!(log.contains("the engine panicked"), "{log}");
+}

@@ -151,6 +151,10 @@ impl Engine {
     }
 
     async fn serve(self) -> Result<std::convert::Infallible, Stopped> {
+        #[cfg(feature = "fault-injection")]
+        if std::env::var("MOSTRO_BOX_CRASH_AT").as_deref() == Ok("engine-panic") {
+            panic!("MOSTRO_BOX_CRASH_AT=engine-panic");
+        }
         self.rebuild_active().await?;
         let backlog = (|| -> Result<u64, StoreError> {
             use redb::ReadableTableMetadata;
