@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::CONFIG_FILE;
 use crate::keys::NODE_KEY_FILE;
 use crate::lightning::seed::SEED_FILE;
-use crate::node::STORE_FILE;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, STORE_FILE};
 
 /// The environment variable a passphrase may come from (for scripts).
 pub const PASSPHRASE_ENV: &str = "MOSTRO_BOX_BACKUP_PASSPHRASE";
@@ -97,16 +96,46 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     }
 }
 
-/// Where the store snapshot for a backup is written: inside the data directory, the one place
-/// a sandboxed daemon may write.
-pub const SNAPSHOT_FILE: &str = "backup-snapshot.redb";
+/// Start of the name of a store snapshot for a backup: inside the data directory, the one place
+/// a sandboxed daemon may write. It holds every live preimage in plain text until the backup
+/// has read it (see [`remove_stale_snapshots`]).
+pub const SNAPSHOT_PREFIX: &str = "backup-snapshot-";
 
-/// Takes the store snapshot a backup needs into `<data_dir>/backup-snapshot.redb`.
+/// Takes the store snapshot a backup needs into a new file of its own (two backups at once
+/// do not share one), readable by the box's user only.
 pub fn snapshot(store: &Store, data_dir: &Path) -> Result<PathBuf, BackupError> {
-    let path = data_dir.join(SNAPSHOT_FILE);
-    let _ = std::fs::remove_file(&path);
-    store.snapshot_to(&path)?;
+    let path = data_dir.join(format!(
+        "{SNAPSHOT_PREFIX}{}.redb",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(&path))?;
+    if let Err(e) = store.snapshot_to(&path) {
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
     Ok(path)
+}
+
+/// Removes snapshots a backup left behind (a `backup create` killed before it read its
+/// snapshot): plain-text copies of the store must not linger. The box calls it at start-up.
+pub fn remove_stale_snapshots(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(SNAPSHOT_PREFIX) {
+            tracing::info!(
+                "backup: removing the leftover snapshot {}",
+                e.path().display()
+            );
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Writes an encrypted backup of `data_dir` to `out`, with the store snapshot at `snapshot`

@@ -23,8 +23,7 @@ use crate::relay::{http, Relay};
 use crate::store::disk::DiskGuard;
 use crate::store::{Store, StoreError, INBOX};
 
-/// File name of the redb store inside the data directory.
-pub const STORE_FILE: &str = "mostro-box.redb";
+pub use crate::store::STORE_FILE;
 
 /// A start-up failure, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +209,7 @@ pub async fn start_layered(
 ) -> Result<Running, StartError> {
     let keys = keys::load(data_dir)?;
     let seed = Seed::load(data_dir, std::env::var(PASSPHRASE_ENV).ok())?;
+    crate::backup::remove_stale_snapshots(data_dir);
     let path = data_dir.join(STORE_FILE);
     let store = Store::open(&path).map_err(|source| match source {
         StoreError::Redb(redb::Error::DatabaseAlreadyOpen) => StartError::InUse(path.clone()),

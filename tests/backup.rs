@@ -36,6 +36,19 @@ async fn a_backup_restores_keys_seed_and_orders() {
     let f = file.to_str().unwrap();
     let made = with_pass(&b.dir, &["backup", "create", f], PASS).await;
     assert!(made.ok, "{}", made.stderr);
+    // The plain-text snapshot the daemon took for it is gone.
+    let snapshots = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("backup-snapshot")
+            })
+            .count()
+    };
+    assert_eq!(snapshots(&b.dir), 0);
     assert!(made.stdout.contains("mostro-box.redb"), "{}", made.stdout);
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -96,7 +109,10 @@ async fn a_backup_restores_keys_seed_and_orders() {
     // The old box stops; the restored one has the same keys and the order.
     drop(t);
     drop(b);
+    // A snapshot a killed `backup create` left behind is removed when the box starts.
+    std::fs::write(target.join("backup-snapshot-leftover.redb"), b"plain text").unwrap();
     let r = TestBox::start_in(target.clone(), chain, &[]).await;
+    assert_eq!(snapshots(&target), 0);
     assert_eq!(
         r.ln().node_id(),
         node_id,

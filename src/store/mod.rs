@@ -76,6 +76,9 @@ from_redb!(
     redb::CommitError
 );
 
+/// File name of the redb store inside the data directory.
+pub const STORE_FILE: &str = "mostro-box.redb";
+
 /// Schema version this build writes. Bump it and add a step to [`migrate`] when a table layout
 /// or record encoding changes.
 pub const SCHEMA_VERSION: u64 = 1;
