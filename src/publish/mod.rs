@@ -72,17 +72,27 @@ async fn run(url: String, client: Client, mut rx: mpsc::UnboundedReceiver<Event>
     // Events waiting, keyed by replaceable slot, and the back-off state.
     let mut waiting: HashMap<(Kind, String), Event> = HashMap::new();
     let mut backoff: Option<(Duration, tokio::time::Instant)> = None;
+    let mut full_warned = false;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { return };
-                if waiting.len() < MAX_QUEUED {
-                    let key = slot(&ev);
+                let key = slot(&ev);
+                // A new revision of an event already waiting takes its place; a new event
+                // waits only while the queue has room, and the operator hears when it has none.
+                if waiting.len() < MAX_QUEUED || waiting.contains_key(&key) {
                     let newer = waiting.get(&key).is_some_and(|old| old.created_at > ev.created_at);
                     if !newer {
                         waiting.insert(key, ev);
                     }
+                    full_warned = false;
+                } else if !full_warned {
+                    tracing::warn!(
+                        "public relay {url}: {MAX_QUEUED} events wait for it; new ones are not \
+                         copied there until it is reachable (check nostr.publish_relays)"
+                    );
+                    full_warned = true;
                 }
             }
             _ = tick.tick() => {}
