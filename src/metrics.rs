@@ -35,21 +35,19 @@ pub fn late_claims(
 }
 
 /// The open orders whose payout waits for the operator's decision.
-pub fn payouts_on_hold(read: &redb::ReadTransaction) -> Result<Vec<uuid::Uuid>, StoreError> {
+pub fn payouts_on_hold(store: &Store) -> Result<Vec<uuid::Uuid>, StoreError> {
     use crate::engine::order::{Order, PayoutState};
-    let index = read.open_table(OPEN_ORDERS)?;
-    let orders = read.open_table(ORDERS)?;
-    let mut held = Vec::new();
-    for entry in index.iter()? {
-        let id = entry?.0.value();
-        if let Some(bytes) = orders.get(id)? {
-            let o: Order = decode("orders", bytes.value())?;
-            if let Some(PayoutState::OnHold { .. }) = o.trade.payout.as_ref().map(|p| &p.state) {
-                held.push(o.id);
-            }
-        }
-    }
-    Ok(held)
+    let open: Vec<Order> = store.open_orders()?;
+    Ok(open
+        .into_iter()
+        .filter(|o| {
+            matches!(
+                o.trade.payout.as_ref().map(|p| &p.state),
+                Some(PayoutState::OnHold { .. })
+            )
+        })
+        .map(|o| o.id)
+        .collect())
 }
 
 /// What the metrics are read from.
@@ -144,7 +142,7 @@ impl Metrics {
             out,
             "mostro_payouts_on_hold",
             "Payouts put aside for the operator (after a restore): never paid automatically.",
-            payouts_on_hold(&read)?.len() as u64,
+            payouts_on_hold(&self.store)?.len() as u64,
         );
         Ok(())
     }

@@ -1,27 +1,16 @@
 //! The operator's view of orders, and the decisions only the operator can take on them.
 
-use redb::ReadableTable;
 use serde_json::{json, Value};
 
 use super::handlers::{query_param, str_field};
 use super::{ApiContext, ApiError};
 use crate::engine::order::Order;
 use crate::engine::PayoutDecision;
-use crate::store::{decode, OPEN_ORDERS, ORDERS};
+use crate::store::ORDERS;
 
 /// The orders not yet finished, from the open-order index.
 pub(super) fn open_orders(ctx: &ApiContext) -> Result<Vec<Order>, ApiError> {
-    let read = ctx.store.read().map_err(ApiError::internal)?;
-    let index = read.open_table(OPEN_ORDERS).map_err(ApiError::internal)?;
-    let table = read.open_table(ORDERS).map_err(ApiError::internal)?;
-    let mut orders = Vec::new();
-    for entry in index.iter().map_err(ApiError::internal)? {
-        let id = entry.map_err(ApiError::internal)?.0.value();
-        if let Some(bytes) = table.get(id).map_err(ApiError::internal)? {
-            orders.push(decode("orders", bytes.value()).map_err(ApiError::internal)?);
-        }
-    }
-    Ok(orders)
+    ctx.store.open_orders().map_err(ApiError::internal)
 }
 
 /// Every stored order, finished or not.

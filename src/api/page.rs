@@ -232,8 +232,8 @@ fn render(ctx: &ApiContext) -> Result<String, ApiError> {
             if open_disputes.len() == 1 { "" } else { "s" }
         );
     }
+    let on_hold = crate::metrics::payouts_on_hold(&ctx.store).map_err(ApiError::internal)?;
     let read = ctx.store.read().map_err(ApiError::internal)?;
-    let on_hold = crate::metrics::payouts_on_hold(&read).map_err(ApiError::internal)?;
     let late = crate::metrics::late_claims(&read).map_err(ApiError::internal)?;
     drop(read);
     for (hash, msat, order) in &late {

@@ -227,18 +227,21 @@ impl Engine {
         }
     }
 
-    /// Opens and applies `batch`; a lone request whose handling panics is dropped.
+    /// Opens and applies `batch`; a lone request whose opening or handling panics is dropped.
     async fn handle_batch(&self, batch: Vec<Pending>) -> Result<(), StoreError> {
         let n = batch.len() as u64;
         let lone =
             (batch.len() == 1).then(|| (batch[0].seq, batch[0].event.as_ref().map(|e| e.id)));
-        let opened = self.open_all(batch).await;
-        let engine = self.clone();
-        let applied = self
-            .store
-            .writer()
-            .write(move |txn| engine.apply(txn, opened))
-            .await;
+        let applied = match self.open_all(batch).await {
+            Some(opened) => {
+                let engine = self.clone();
+                self.store
+                    .writer()
+                    .write(move |txn| engine.apply(txn, opened))
+                    .await
+            }
+            None => Err(StoreError::Panicked("opening a request".into())),
+        };
         let (out, work) = match (applied, lone) {
             (Err(StoreError::Panicked(why)), Some((seq, id))) => {
                 tracing::error!(
@@ -282,13 +285,17 @@ impl Engine {
         Ok(batch)
     }
 
-    /// Opens every request of a batch in parallel: the expensive, stateless part. A request
-    /// whose opening panicked (a bug) comes back dropped, so it still leaves the inbox.
-    async fn open_all(&self, batch: Vec<Pending>) -> Vec<(Pending, Result<Inbound, Dropped>)> {
+    /// Opens every request of a batch in parallel: the expensive, stateless part. `None` if
+    /// opening one of them panicked (a bug): the batch is then handled one request at a time,
+    /// as when applying it panics, so only that request is dropped.
+    async fn open_all(
+        &self,
+        batch: Vec<Pending>,
+    ) -> Option<Vec<(Pending, Result<Inbound, Dropped>)>> {
         let keys = self.keys.clone();
         let pow = self.settings.mostro.pow;
-        let all: Vec<(u64, i64)> = batch.iter().map(|p| (p.seq, p.received_at)).collect();
-        let mut opened = in_parallel(batch, move |p: Pending| {
+        let n = batch.len();
+        let opened = in_parallel(batch, move |p: Pending| {
             let keys = keys.clone();
             async move {
                 let r = match &p.event {
@@ -300,20 +307,7 @@ impl Engine {
             }
         })
         .await;
-        if opened.len() < all.len() {
-            let got: HashSet<u64> = opened.iter().map(|(p, _)| p.seq).collect();
-            for (seq, received_at) in all.into_iter().filter(|(seq, _)| !got.contains(seq)) {
-                tracing::error!("engine: dropped inbox entry {seq}: opening it panicked");
-                let p = Pending {
-                    seq,
-                    event: None,
-                    received_at,
-                };
-                opened.push((p, Err(Dropped::Invalid("opening it panicked".into()))));
-            }
-            opened.sort_by_key(|(p, _)| p.seq);
-        }
-        opened
+        (opened.len() == n).then_some(opened)
     }
 
     /// Applies a batch inside the writer's transaction.
@@ -522,7 +516,8 @@ impl Engine {
 }
 
 /// Runs `f` over `items` split into one chunk per core, each chunk on its own task; results
-/// keep the input order. A chunk whose task panicked is left out (callers account for it).
+/// keep the input order. A chunk whose task panicked is left out (callers notice the shorter
+/// result).
 async fn in_parallel<T, R, F, Fut>(mut items: Vec<T>, f: F) -> Vec<R>
 where
     T: Send + 'static,

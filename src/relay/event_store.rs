@@ -272,7 +272,12 @@ fn class(node: &PublicKey, event: &Event) -> Class {
 }
 
 fn is_private(event: &Event) -> bool {
-    matches!(event.kind, Kind::GiftWrap | Kind::PrivateDirectMessage)
+    is_private_kind(&event.kind)
+}
+
+/// Direct messages and gift wraps: the kinds the private index holds.
+fn is_private_kind(kind: &Kind) -> bool {
+    matches!(kind, Kind::GiftWrap | Kind::PrivateDirectMessage)
 }
 
 /// Removes events from disk by id (nothing to do for an empty list).
@@ -317,11 +322,10 @@ fn persist(
 impl EventStore {
     /// A query over both indexes: only the one its kinds can match, when it names kinds.
     async fn query_both(&self, filter: Filter) -> Events {
-        let private_kind = |k: &Kind| matches!(k, Kind::GiftWrap | Kind::PrivateDirectMessage);
         let (private, public) = match &filter.kinds {
             Some(kinds) => (
-                kinds.iter().any(private_kind),
-                kinds.iter().any(|k| !private_kind(k)),
+                kinds.iter().any(is_private_kind),
+                kinds.iter().any(|k| !is_private_kind(k)),
             ),
             None => (true, true),
         };

@@ -137,6 +137,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Every order not yet finished, from the open-order index (decoded as `T`, the engine's
+    /// order type), for the operator's views and the metrics: they never read finished ones.
+    pub fn open_orders<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        let read = self.read()?;
+        let index = read.open_table(OPEN_ORDERS)?;
+        let orders = read.open_table(ORDERS)?;
+        let mut out = Vec::new();
+        for entry in index.iter()? {
+            if let Some(bytes) = orders.get(entry?.0.value())? {
+                out.push(decode("orders", bytes.value())?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The grouped-commit writer.
     pub fn writer(&self) -> &Writer {
         &self.writer
