@@ -46,7 +46,14 @@ install -m 0755 "$bin" /usr/local/bin/mostro-box
 install -m 0644 "$here/systemd/mostro-box.service" /etc/systemd/system/mostro-box.service
 systemctl daemon-reload
 # Fills in only what is missing: an existing key, seed or settings file is never replaced.
+fresh=no
+[ -e "$data/mostro-box.toml" ] || fresh=yes
 runuser -u mostro-box -- /usr/local/bin/mostro-box --data-dir "$data" init
+# A new box opens its status page to the home network, for the operator's phone (on a server
+# the default is this machine only).
+if [ "$fresh" = yes ]; then
+  sed -i 's|^listen = "127.0.0.1:7778"|listen = "0.0.0.0:7778"|' "$data/mostro-box.toml"
+fi
 systemctl enable mostro-box >/dev/null
 
 if [ "$was_running" = yes ]; then

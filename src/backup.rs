@@ -26,8 +26,11 @@ use crate::store::{Store, StoreError, STORE_FILE};
 /// The environment variable a passphrase may come from (for scripts).
 pub const PASSPHRASE_ENV: &str = "MOSTRO_BOX_BACKUP_PASSPHRASE";
 const MAGIC: &[u8] = b"mostro-box backup v1\n";
-/// scrypt cost: 2^15 × 8 × 128 B = 32 MiB and about a second on a Raspberry Pi 4.
-const LOG_N: u8 = 15;
+/// scrypt cost: 2^17 × 8 × 128 B = 128 MiB and a few seconds on a Raspberry Pi 4, for a file
+/// that holds the seed (backups made before used 2^15 and still restore).
+const LOG_N: u8 = 17;
+/// Fewest characters, and fewest different ones, a backup passphrase may have.
+const MIN_PASSPHRASE: (usize, usize) = (12, 6);
 
 /// Why a backup or a restore failed, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +59,12 @@ pub enum BackupError {
     #[error("wrong passphrase, or the backup file is damaged")]
     WrongPassphrase,
     /// The passphrase is too weak to protect a seed.
-    #[error("the passphrase must have at least 8 characters")]
+    #[error(
+        "the passphrase is too weak for a file that holds the node's seed: use at least {} \
+         characters with at least {} different ones (four random words work well)",
+        MIN_PASSPHRASE.0,
+        MIN_PASSPHRASE.1
+    )]
     WeakPassphrase,
     /// The file asks for key-stretching costs no backup of the box uses (a crafted file could
     /// otherwise make the restore allocate gigabytes).
@@ -79,7 +87,7 @@ struct Header {
     created_at: Option<i64>,
 }
 
-/// Largest scrypt cost a restore accepts: 2^18 × 8 × 128 B = 256 MiB (backups use 2^15).
+/// Largest scrypt cost a restore accepts: 2^18 × 8 × 128 B = 256 MiB (backups use 2^17).
 const MAX_LOG_N: u8 = 18;
 
 /// What a backup or a restore covered.
@@ -146,7 +154,7 @@ pub fn create(
     out: &Path,
     passphrase: &str,
 ) -> Result<Summary, BackupError> {
-    if passphrase.chars().count() < 8 {
+    if !strong_enough(passphrase) {
         return Err(BackupError::WeakPassphrase);
     }
     if out.exists() {
@@ -351,6 +359,12 @@ fn parse(mut b: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
     Some(out)
 }
 
+/// The passphrase rule: long enough, and not one or two characters repeated.
+fn strong_enough(passphrase: &str) -> bool {
+    let distinct: std::collections::HashSet<char> = passphrase.chars().collect();
+    passphrase.chars().count() >= MIN_PASSPHRASE.0 && distinct.len() >= MIN_PASSPHRASE.1
+}
+
 fn key(passphrase: &str, salt: &[u8], log_n: u8, r: u32, p: u32) -> Result<[u8; 32], BackupError> {
     let params = scrypt::Params::new(log_n, r, p, 32).map_err(|_| BackupError::WrongPassphrase)?;
     let mut key = [0u8; 32];
@@ -399,5 +413,13 @@ mod tests {
         assert!(super::parse(&plain[..plain.len() - 1]).is_none());
         assert!(super::parse(&[255, 255, 255, 255]).is_none());
         assert_eq!(super::unhex("0aff"), Some(vec![10, 255]));
+    }
+
+    #[test]
+    fn a_passphrase_must_be_long_and_varied() {
+        assert!(!super::strong_enough("correct1"));
+        assert!(!super::strong_enough("abababababababab"));
+        assert!(!super::strong_enough("aaaaaaaaaaaaaaaaaaaaaaa"));
+        assert!(super::strong_enough("correct horse battery"));
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::engine::dispute::DisputeRecord;
+use crate::engine::order::PayoutState;
 use crate::lightning::{HoldState, LdkNode};
 use crate::store::*;
 
@@ -34,20 +35,28 @@ pub fn late_claims(
     Ok(out)
 }
 
-/// The open orders whose payout waits for the operator's decision.
-pub fn payouts_on_hold(store: &Store) -> Result<Vec<uuid::Uuid>, StoreError> {
-    use crate::engine::order::{Order, PayoutState};
-    let open: Vec<Order> = store.open_orders()?;
+/// The open orders whose payout is in a state `pick` keeps, with that state: those on hold
+/// for the operator, those waiting for a buyer's new invoice.
+pub fn payouts_in(
+    store: &Store,
+    pick: fn(&PayoutState) -> bool,
+) -> Result<Vec<(uuid::Uuid, PayoutState)>, StoreError> {
+    let open: Vec<crate::engine::order::Order> = store.open_orders()?;
     Ok(open
         .into_iter()
-        .filter(|o| {
-            matches!(
-                o.trade.payout.as_ref().map(|p| &p.state),
-                Some(PayoutState::OnHold { .. })
-            )
-        })
-        .map(|o| o.id)
+        .filter_map(|o| Some((o.id, o.trade.payout?.state)))
+        .filter(|(_, state)| pick(state))
         .collect())
+}
+
+/// A payout put aside for the operator's decision.
+pub fn on_hold(state: &PayoutState) -> bool {
+    matches!(state, PayoutState::OnHold { .. })
+}
+
+/// A payout waiting for the buyer's new invoice.
+pub fn needs_invoice(state: &PayoutState) -> bool {
+    matches!(state, PayoutState::NeedsInvoice { .. })
 }
 
 /// What the metrics are read from.
@@ -142,7 +151,13 @@ impl Metrics {
             out,
             "mostro_payouts_on_hold",
             "Payouts put aside for the operator (after a restore): never paid automatically.",
-            payouts_on_hold(&self.store)?.len() as u64,
+            payouts_in(&self.store, on_hold)?.len() as u64,
+        );
+        gauge(
+            out,
+            "mostro_payouts_needing_invoice",
+            "Trades whose payout failed and waits for the buyer's new invoice (the sats are in the node).",
+            payouts_in(&self.store, needs_invoice)?.len() as u64,
         );
         Ok(())
     }

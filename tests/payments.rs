@@ -268,19 +268,21 @@ async fn a_restored_payout_in_flight_waits_for_the_operator() {
     // Never on the relay's port, which faces the internet.
     let (status, _) = http_get(port, "/metrics", "text/plain").await;
     assert!(status.contains("404"), "{status}");
+    let html = common::status_page(&target).await;
+    assert!(html.contains("payout-on-hold"), "{html}");
     let link = cli_ok(&target, &["--json", "status-page"]).await.json()["url"]
         .as_str()
         .unwrap()
         .to_string();
-    let (base, token) = link.split_once("/?token=").unwrap();
-    let page_port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
-    let (_, _, html) = http_request(
-        page_port,
-        "/",
-        &format!("Cookie: mostro_box_token={token}\r\n"),
-    )
-    .await;
-    assert!(html.contains("payout-on-hold"), "{html}");
+    let page_port: u16 = link
+        .split('/')
+        .nth(2)
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let (status, _, body) = http_request(page_port, "/metrics", "").await;
     assert!(
         status.contains("401") && !body.contains("mostro_"),

@@ -310,6 +310,7 @@ async fn failed_payout_asks_for_a_new_invoice_then_pays_once() {
     let t = trade(&[
         "lightning.payment_attempts=2",
         "lightning.payment_retries_interval=1",
+        "lightning.invoice_reminder_interval=2",
     ])
     .await;
     let carol = stranded_wallet(&t);
@@ -349,6 +350,20 @@ async fn failed_payout_asks_for_a_new_invoice_then_pays_once() {
     let ask = order_of(&t.buyer.expect(b, Action::AddInvoice).await);
     assert_eq!(ask.amount, AMOUNT - FEE);
     assert_eq!(ask.status, Some(Status::SettledHoldInvoice));
+
+    // A buyer who does not answer is asked again, and the operator sees the trade waiting.
+    let again = order_of(&t.buyer.expect(b, Action::AddInvoice).await);
+    assert_eq!((again.id, again.amount), (Some(id), AMOUNT - FEE));
+    let metrics = common::metrics(&t.m.b.dir).await;
+    assert!(
+        metrics.contains("mostro_payouts_needing_invoice 1"),
+        "{metrics}"
+    );
+    let html = common::status_page(&t.m.b.dir).await;
+    assert!(
+        html.contains("needs-invoice") && html.contains(&id.to_string()),
+        "{html}"
+    );
 
     // A new invoice: updated, paid once.
     let rid = send_buyer_invoice(&t, b, id, Action::AddInvoice).await;

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use super::handlers::{channel_list, query_param, status};
 use super::orders::open_orders;
 use super::{ApiContext, ApiError};
-use crate::engine::order::Deadline;
+use crate::engine::order::{Deadline, PayoutState};
 
 /// Seconds between the page's own refreshes.
 pub const REFRESH_SECONDS: u32 = 15;
@@ -84,7 +84,7 @@ fn answer(
             // Logged in: keep the token in a cookie and drop it from the address bar.
             let mut r = page(StatusCode::SEE_OTHER, String::new());
             let cookie = format!(
-                "{COOKIE_NAME}={token}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Strict"
+                "{COOKIE_NAME}={token}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Strict"
             );
             r.headers_mut()
                 .insert(LOCATION, HeaderValue::from_static("/"));
@@ -232,7 +232,9 @@ fn render(ctx: &ApiContext) -> Result<String, ApiError> {
             if open_disputes.len() == 1 { "" } else { "s" }
         );
     }
-    let on_hold = crate::metrics::payouts_on_hold(&ctx.store).map_err(ApiError::internal)?;
+    use crate::metrics::{needs_invoice, on_hold, payouts_in};
+    let on_hold = payouts_in(&ctx.store, on_hold).map_err(ApiError::internal)?;
+    let waiting = payouts_in(&ctx.store, needs_invoice).map_err(ApiError::internal)?;
     let read = ctx.store.read().map_err(ApiError::internal)?;
     let late = crate::metrics::late_claims(&read).map_err(ApiError::internal)?;
     drop(read);
@@ -247,7 +249,22 @@ fn render(ctx: &ApiContext) -> Result<String, ApiError> {
             order.map(|o| o.to_string()).unwrap_or_else(|| "unknown".into()),
         );
     }
-    for id in &on_hold {
+    for (id, state) in &waiting {
+        let since = match state {
+            PayoutState::NeedsInvoice { since, .. } if *since > 0 => {
+                format!(" for {}", duration(crate::protocol::now() - since))
+            }
+            _ => String::new(),
+        };
+        html += &format!(
+            "<p class=\"banner\" id=\"needs-invoice\">The payout of order <code>{id}</code> \
+             failed and has waited{since} for the buyer's new invoice; the buyer is reminded \
+             every {}. The sats stay in the node until then (<code>mostro-box order show \
+             {id}</code>).</p>",
+            duration(ctx.settings.lightning.invoice_reminder_interval as i64),
+        );
+    }
+    for (id, _) in &on_hold {
         html += &format!(
             "<p class=\"banner\" id=\"payout-on-hold\">Payout of order <code>{id}</code> is on hold \
              (restored from a backup: the old box may have paid it). Check, then \

@@ -61,29 +61,54 @@ pub async fn flood(requests: usize, chats: usize) -> anyhow::Result<()> {
         .context("starting the box")?;
     let pid = child.id();
     let result = measure(&dir, port, pid, requests, chats).await;
-    // Stopped as its service manager stops it, and started again: the store compacts a file
-    // that is mostly free space.
+    // Stopped as its service manager stops it.
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = child.wait();
-    if result.is_ok() {
-        let mut again = cmd.spawn().context("starting the box again")?;
-        let started = Instant::now();
-        while health(port).await.is_none() && started.elapsed() < Duration::from_secs(120) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let store = dir.join(crate::node::STORE_FILE);
-        println!(
-            "store file after a restart: {:.1} MB; box RSS {:.0} MB",
-            std::fs::metadata(&store).map_or(0.0, |m| m.len() as f64 / 1e6),
-            rss_of(again.id())
-        );
-        let _ = again.kill();
-        let _ = again.wait();
-    }
+    let result = match result {
+        Ok(before) => after_retention(&dir, &set, &mut cmd, port, before).await,
+        Err(e) => Err(e),
+    };
     bitcoind.stop().await;
     result
+}
+
+/// The store a month after the flood: the relay's own retention sweep, run on the stopped
+/// box's store as of 31 days later (the flood's chats are then past the 30-day retention),
+/// then the box started again as its service manager starts it; it compacts a file that is
+/// mostly free space.
+async fn after_retention(
+    dir: &std::path::Path,
+    set: &[String],
+    cmd: &mut std::process::Command,
+    port: u16,
+    before_mb: f64,
+) -> anyhow::Result<()> {
+    let path = dir.join(crate::node::STORE_FILE);
+    let size_mb = || std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1e6);
+    let settings = crate::config::Settings::parse("", dir, Vec::new(), set)?;
+    let node = crate::keys::load(dir)?.public_key();
+    let later = nostr::Timestamp::from(crate::protocol::now() as u64 + 31 * 86_400);
+    let forgot = {
+        let store = crate::store::Store::open(&path)?;
+        crate::relay::tidy_stopped_box(&store, &settings, node, later).await?
+    };
+    let mut again = cmd.spawn().context("starting the box again")?;
+    let started = Instant::now();
+    while health(port).await.is_none() && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = size_mb();
+    println!(
+        "31 days later: the retention sweep forgot {forgot} events; store file after a restart \
+         {after:.1} MB ({:.2}x its {before_mb:.1} MB before the flood); box RSS {:.0} MB",
+        after / before_mb,
+        rss_of(again.id())
+    );
+    let _ = again.kill();
+    let _ = again.wait();
+    Ok(())
 }
 
 async fn measure(
@@ -92,7 +117,7 @@ async fn measure(
     pid: u32,
     requests: usize,
     chats: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     while health(port).await.is_none() {
         if started.elapsed() > Duration::from_secs(120) {
@@ -107,11 +132,15 @@ async fn measure(
 
     let done = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(0));
+    let waiting = Arc::new(Mutex::new(Vec::new()));
     let sampler = {
-        let (done, peak) = (done.clone(), peak.clone());
+        let (done, peak, waiting) = (done.clone(), peak.clone(), waiting.clone());
         tokio::spawn(async move {
             while !done.load(Relaxed) {
                 peak.fetch_max((rss_of(pid) * 1024.0) as u64, Relaxed);
+                if let Some(n) = health(port).await.and_then(|h| h["inbox_backlog"].as_u64()) {
+                    waiting.lock().expect("samples").push(n);
+                }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         })
@@ -137,6 +166,7 @@ async fn measure(
     }
     sampler.abort();
     let (rss_after, store_after) = (rss_of(pid), size_mb());
+
     let peak_mb = (peak.load(Relaxed) as f64 / 1024.0).max(rss_after);
     let addresses = (requests + chats).div_ceil(PER_ADDRESS);
     let sent = requests + chats;
@@ -161,6 +191,15 @@ async fn measure(
         rss_after - rss_before
     );
     println!("store file: before {store_before:.1} MB, after {store_after:.1} MB");
+    let mut waiting = std::mem::take(&mut *waiting.lock().expect("samples"));
+    waiting.sort_unstable();
+    println!(
+        "requests waiting in the inbox during the flood (sampled every 250 ms): p50 {}, p99 {}, \
+         max {}",
+        waiting.get(waiting.len() / 2).copied().unwrap_or(0),
+        waiting.get(waiting.len() * 99 / 100).copied().unwrap_or(0),
+        waiting.last().copied().unwrap_or(0),
+    );
     let mut acks = acks;
     acks.sort();
     println!(
@@ -184,7 +223,7 @@ async fn measure(
             "no"
         },
     );
-    Ok(())
+    Ok(store_before)
 }
 
 /// The box's `/health`, once it answers.
@@ -274,21 +313,28 @@ async fn flood_from(
     chats: usize,
     counts: &Counts,
 ) -> std::io::Result<()> {
-    let keys = Keys::generate();
-    let mut frames = Vec::with_capacity(to_node + chats);
-    for i in 0..to_node + chats {
-        let to = if i < to_node {
-            node
-        } else {
-            Keys::generate().public_key()
-        };
-        let junk = format!("{:064x}{i:08x}", rand_u128());
-        let ev = EventBuilder::new(Kind::GiftWrap, junk)
-            .tag(Tag::public_key(to))
-            .sign_with_keys(&keys)
-            .map_err(std::io::Error::other)?;
-        frames.push(format!("[\"EVENT\",{}]", ev.as_json()));
-    }
+    // Signing 500 events takes tens of milliseconds: off the runtime's threads, so that the
+    // trader measured in this same process is not kept waiting behind it.
+    let frames = tokio::task::spawn_blocking(move || {
+        let keys = Keys::generate();
+        let mut frames = Vec::with_capacity(to_node + chats);
+        for i in 0..to_node + chats {
+            let to = if i < to_node {
+                node
+            } else {
+                Keys::generate().public_key()
+            };
+            let junk = format!("{:064x}{i:08x}", rand_u128());
+            let ev = EventBuilder::new(Kind::GiftWrap, junk)
+                .tag(Tag::public_key(to))
+                .sign_with_keys(&keys)
+                .map_err(std::io::Error::other)?;
+            frames.push(format!("[\"EVENT\",{}]", ev.as_json()));
+        }
+        Ok::<_, std::io::Error>(frames)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let _ = s.set_nodelay(true);
     let (mut rd, mut wr) = tokio::io::split(s);

@@ -428,7 +428,7 @@ fn status_page(data_dir: &Path, status: &Value) -> anyhow::Result<Value> {
     } else {
         format!("{base}?token={}", crate::keys::admin_token(data_dir)?)
     };
-    Ok(json!({ "url": url }))
+    Ok(json!({ "url": url, "this_machine_only": listen.ip().is_loopback() }))
 }
 
 /// The address other machines on the network reach this one at: the source address of the
@@ -449,9 +449,16 @@ fn render_status_page(v: &Value) -> String {
                 .build()
         })
         .unwrap_or_default();
+    let reach = if v["this_machine_only"].as_bool() == Some(true) {
+        "The page listens on this machine only. From your computer: ssh -L 7778:127.0.0.1:7778 \
+         <this box>, then open the link there; or, on a home network, set [status] listen = \
+         \"0.0.0.0:7778\" in mostro-box.toml and restart, for your phone."
+    } else {
+        "Or scan it with your phone (on the same network):"
+    };
     format!(
         "Open the status page (this link logs you in; keep it to yourself):\n  {url}\n\n\
-         Or scan it with your phone (on the same network):\n{code}"
+         {reach}\n{code}"
     )
 }
 

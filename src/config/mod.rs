@@ -223,6 +223,8 @@ pub struct LightningSettings {
     pub payment_attempts: u32,
     /// Seconds between payout attempts.
     pub payment_retries_interval: u32,
+    /// Seconds between reminders to a buyer whose payout waits for a new invoice.
+    pub invoice_reminder_interval: u32,
     /// Blocks before a held payment's deadline at which an unfinished trade is wound up: an
     /// active trade is cancelled (seller refunded), a fiat-sent one goes to dispute.
     pub escrow_deadline_margin_blocks: u32,
@@ -301,7 +303,7 @@ pub struct StatusSettings {
 impl Default for StatusSettings {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 7778)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7778)),
             require_token: true,
         }
     }
@@ -357,6 +359,7 @@ impl Default for LightningSettings {
             max_final_cltv_expiry_delta: 432,
             payment_attempts: 3,
             payment_retries_interval: 60,
+            invoice_reminder_interval: 86_400,
             escrow_deadline_margin_blocks: 24,
         }
     }

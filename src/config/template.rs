@@ -84,6 +84,9 @@ max_final_cltv_expiry_delta = {mfced}
 # buyer is asked for a new invoice.
 payment_attempts = {attempts}
 payment_retries_interval = {retries}
+# A buyer who has not sent that new invoice is asked again every this many seconds (the sats
+# wait in the node; the status page lists the order).
+invoice_reminder_interval = {reminder}
 # Blocks before a held payment's deadline at which an unfinished trade is wound up (an active
 # trade is cancelled and the seller refunded; a fiat-sent trade goes to dispute).
 escrow_deadline_margin_blocks = {margin}
@@ -131,8 +134,10 @@ update_interval_seconds = {upd}
 max_staleness_seconds = {stale}
 
 [status]
-# The operator's status page (open the link `mostro-box status-page` prints). Reachable from
-# your home network by default so you can check it on your phone; never forward this port.
+# The operator's status page (open the link `mostro-box status-page` prints). This machine only
+# by default (on a server, reach it through `ssh -L 7778:127.0.0.1:7778`); "0.0.0.0:7778" opens
+# it to your home network, for your phone (the Raspberry Pi installer sets that). The page
+# travels as plain HTTP: never forward this port to the internet.
 listen = "{status_listen}"
 # Keep true unless a proxy logs you in first (Umbrel's app proxy does).
 require_token = true
@@ -161,6 +166,7 @@ require_token = true
             mfced = d.lightning.max_final_cltv_expiry_delta,
             attempts = d.lightning.payment_attempts,
             retries = d.lightning.payment_retries_interval,
+            reminder = d.lightning.invoice_reminder_interval,
             margin = d.lightning.escrow_deadline_margin_blocks,
             hiew = d.lightning.hold_invoice_expiration_window,
             cltv = d.lightning.hold_invoice_cltv_delta,

@@ -106,6 +106,12 @@ impl Settings {
             l.payment_retries_interval >= 1,
             "at least 1 second",
         )?;
+        check(
+            "lightning.invoice_reminder_interval",
+            l.invoice_reminder_interval,
+            l.invoice_reminder_interval >= 1,
+            "at least 1 second",
+        )?;
         // The trade's wind-up (a dispute for a trade whose fiat was sent) must come well before
         // the Lightning guard, which gives the seller the sats back with no dispute.
         let min_margin = MIN_ESCROW_MARGIN_BLOCKS;

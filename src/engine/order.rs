@@ -138,10 +138,15 @@ pub enum PayoutState {
         /// Unix time of the next attempt.
         retry_at: i64,
     },
-    /// Attempts exhausted: waiting for the buyer's new invoice (`add-invoice`).
+    /// Attempts exhausted: waiting for the buyer's new invoice (`add-invoice`). The sats stay
+    /// in the node; the buyer is asked again every `lightning.invoice_reminder_interval`, and
+    /// the operator sees the order on the status page and in `mostro_payouts_needing_invoice`.
     NeedsInvoice {
         /// Why the last attempt failed.
         reason: String,
+        /// Unix time the buyer was first asked (0 in records from before it was kept).
+        #[serde(default)]
+        since: i64,
     },
     /// Put aside for the operator: never paid automatically. A restored backup puts every
     /// unfinished payout here, since the box that made the backup may have paid it after the

@@ -341,7 +341,12 @@ fn payout_failed(
     let first = payout.attempts == 1;
     let exhausted = payout.attempts >= l.payment_attempts;
     if exhausted {
-        payout.state = PayoutState::NeedsInvoice { reason };
+        payout.state = PayoutState::NeedsInvoice {
+            reason,
+            since: ctx.now,
+        };
+        let remind_at = ctx.now + l.invoice_reminder_interval as i64;
+        tx.set_timer(remind_at, order.id, Timer::InvoiceReminder)?;
     } else {
         let retry_at = ctx.now + l.payment_retries_interval as i64;
         payout.state = PayoutState::Failed { reason, retry_at };
@@ -362,17 +367,22 @@ fn payout_failed(
         )?;
     }
     if exhausted {
-        let view = buyer_view(order, Status::SettledHoldInvoice, false);
-        tell(
-            tx,
-            order,
-            Side::Buyer,
-            None,
-            Action::AddInvoice,
-            Some(Payload::Order(view)),
-        )?;
+        ask_for_invoice(tx, order)?;
     }
     Ok(())
+}
+
+/// Asks the buyer for a new invoice (`add-invoice` with the order as it stands).
+pub(super) fn ask_for_invoice(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
+    let view = buyer_view(order, Status::SettledHoldInvoice, false);
+    tell(
+        tx,
+        order,
+        Side::Buyer,
+        None,
+        Action::AddInvoice,
+        Some(Payload::Order(view)),
+    )
 }
 
 #[cfg(test)]

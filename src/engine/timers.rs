@@ -51,6 +51,20 @@ pub fn fire_due(
                     waiting_timeout(tx, ctx, &mut order, active)?;
                 }
             }
+            // The buyer has not sent a new invoice yet: asked again, and again later.
+            Timer::InvoiceReminder => {
+                let waiting = order
+                    .trade
+                    .payout
+                    .as_ref()
+                    .is_some_and(|p| matches!(p.state, PayoutState::NeedsInvoice { .. }));
+                if waiting && order.status == Status::SettledHoldInvoice {
+                    super::payout::ask_for_invoice(tx, &order)?;
+                    let next = ctx.now + ctx.settings.lightning.invoice_reminder_interval as i64;
+                    tx.set_timer(next, order.id, Timer::InvoiceReminder)?;
+                    tracing::info!(order = %order.id, "payout still needs the buyer's invoice: asked again");
+                }
+            }
             Timer::PayoutRetry => {
                 if let Some(p) = &mut order.trade.payout {
                     if matches!(p.state, PayoutState::Failed { retry_at, .. } if retry_at <= ctx.now)

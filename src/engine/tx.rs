@@ -52,6 +52,8 @@ pub enum Timer {
     WaitingTimeout = 2,
     /// A failed payout's next attempt is due.
     PayoutRetry = 3,
+    /// A buyer whose payout waits for a new invoice is asked again.
+    InvoiceReminder = 4,
 }
 
 impl Timer {
@@ -60,6 +62,7 @@ impl Timer {
             1 => Some(Timer::PendingExpiry),
             2 => Some(Timer::WaitingTimeout),
             3 => Some(Timer::PayoutRetry),
+            4 => Some(Timer::InvoiceReminder),
             _ => None,
         }
     }

@@ -160,9 +160,9 @@ impl EventStore {
     }
 
     /// Forgets private messages older than `before` (the retention) and every event whose
-    /// NIP-40 expiration has passed (expired orders' events, among others), from memory and
-    /// disk; returns how many.
-    pub async fn tidy(&self, before: Timestamp) -> Result<usize, StoreError> {
+    /// NIP-40 expiration is before `now` (expired orders' events, among others), from memory
+    /// and disk; returns how many.
+    pub async fn tidy(&self, now: Timestamp, before: Timestamp) -> Result<usize, StoreError> {
         let mut gone: Vec<[u8; 32]> = self
             .private
             .expire(before)
@@ -174,7 +174,7 @@ impl EventStore {
             .query(Filter::new())
             .await
             .into_iter()
-            .filter(|e| e.is_expired())
+            .filter(|e| e.is_expired_at(&now))
             .map(|e| e.id)
             .collect();
         if !expired.is_empty() {

@@ -10,7 +10,7 @@ pub mod throttle;
 
 use std::sync::Arc;
 
-use nostr::{Event, Keys};
+use nostr::{Event, Keys, Timestamp};
 use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use tokio::sync::Notify;
@@ -44,13 +44,14 @@ impl Relay {
     ) -> Result<Self, StoreError> {
         let r = &settings.relay;
         let backlog = Backlog::default();
-        // The node's own messages get ten times the room of strangers' chats.
-        let private = Arc::new(private::PrivateMessages::new(
-            r.max_private_messages,
-            r.max_private_messages.saturating_mul(10),
-        ));
-        let events =
-            EventStore::load(store, keys.public_key(), inbox, private, backlog.clone()).await?;
+        let events = EventStore::load(
+            store,
+            keys.public_key(),
+            inbox,
+            private_index(settings),
+            backlog.clone(),
+        )
+        .await?;
         let builder = RelayBuilder::default()
             .database(events.clone())
             .write_policy(
@@ -89,10 +90,8 @@ impl Relay {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            let before = nostr::Timestamp::now()
-                .as_secs()
-                .saturating_sub(self.retention_secs);
-            match self.store.tidy(before.into()).await {
+            let now = nostr::Timestamp::now();
+            match tidy(&self.store, now, self.retention_secs).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("relay: forgot {n} expired or old events"),
                 Err(e) => tracing::error!("relay: cannot forget expired or old events: {e}"),
@@ -123,6 +122,39 @@ impl Relay {
     pub fn events(&self) -> &EventStore {
         &self.store
     }
+}
+
+/// The sweep as it runs at `now`: private messages past `retention_secs`, events past their
+/// NIP-40 expiration.
+async fn tidy(
+    store: &EventStore,
+    now: Timestamp,
+    retention_secs: u64,
+) -> Result<usize, StoreError> {
+    let before = now.as_secs().saturating_sub(retention_secs);
+    store.tidy(now, before.into()).await
+}
+
+/// Runs on a stopped box's store the sweep the running box would run at `at`, and returns how
+/// many events it forgot. The flood benchmark uses it to show the store a month after a flood
+/// without waiting a month; the box compacts the file when it next starts.
+pub async fn tidy_stopped_box(
+    store: &Store,
+    settings: &Settings,
+    node: nostr::PublicKey,
+    at: Timestamp,
+) -> Result<usize, StoreError> {
+    let private = private_index(settings);
+    let events = EventStore::load(store, node, Arc::default(), private, Backlog::default()).await?;
+    let retention = settings.relay.private_message_retention_days * 86_400;
+    tidy(&events, at, retention).await
+}
+
+/// The private messages' index, within the settings' bounds: the node's own messages get ten
+/// times the room of strangers' chats.
+fn private_index(settings: &Settings) -> Arc<private::PrivateMessages> {
+    let max = settings.relay.max_private_messages;
+    Arc::new(private::PrivateMessages::new(max, max.saturating_mul(10)))
 }
 
 fn is_public_kind(ev: &Event) -> bool {

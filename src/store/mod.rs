@@ -178,7 +178,8 @@ fn compact_if_mostly_free(
     stats: &redb::DatabaseStats,
 ) -> Result<(), StoreError> {
     let file = std::fs::metadata(path).map_or(0, |m| m.len());
-    let live = stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
+    // Fragmented bytes are the waste itself (free space in pages redb keeps), not live data.
+    let live = stats.stored_bytes() + stats.metadata_bytes();
     if file < 8 << 20 || live * 2 > file {
         return Ok(());
     }
@@ -215,4 +216,64 @@ fn migrate(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTableMetadata;
+
+    /// A file that a flood filled and retention emptied shrinks back at the next start.
+    #[test]
+    fn a_mostly_free_file_is_compacted_when_opened() {
+        let dir = std::env::temp_dir().join(format!("compact-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(STORE_FILE);
+        let chat = "x".repeat(1000);
+        // Written the way the writer thread writes, with the file to itself.
+        let fill = |from: u32, to: u32| {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut events = txn.open_table(EVENTS).unwrap();
+                for i in from..to {
+                    let mut id = [0u8; 32];
+                    id[..4].copy_from_slice(&i.to_le_bytes());
+                    events.insert(&id, chat.as_str()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        };
+        fill(0, 100);
+        fill(100, 20_100);
+        let full = std::fs::metadata(&path).unwrap().len();
+        assert!(full > 16 << 20, "{full}");
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut events = txn.open_table(EVENTS).unwrap();
+                for i in 100..20_100u32 {
+                    let mut id = [0u8; 32];
+                    id[..4].copy_from_slice(&i.to_le_bytes());
+                    events.remove(&id).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after * 4 < full, "{full} bytes before, {after} after");
+        assert_eq!(
+            store
+                .read()
+                .unwrap()
+                .open_table(EVENTS)
+                .unwrap()
+                .len()
+                .unwrap(),
+            100
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -720,21 +720,32 @@ pub async fn http_request(port: u16, path: &str, headers: &str) -> (String, Stri
 /// `/metrics` from the box in `dir`, as its Prometheus reads it: on the status page's port,
 /// with the admin token as a bearer token.
 pub async fn metrics(dir: &Path) -> String {
-    let status = cli_ok(dir, &["--json", "status"]).await.json();
-    let listen = status["status_page"]["listen"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
-    let token = std::fs::read_to_string(dir.join(mostro_box::keys::ADMIN_TOKEN_FILE)).unwrap();
+    let (port, token) = status_page_port_and_token(dir).await;
     let (status, _, body) = http_request(
         port,
         "/metrics",
-        &format!("Authorization: Bearer {}\r\n", token.trim()),
+        &format!("Authorization: Bearer {token}\r\n"),
     )
     .await;
     assert!(status.contains("200"), "{status}: {body}");
     body
+}
+
+/// The status page of the box in `dir`, as a logged-in browser gets it.
+pub async fn status_page(dir: &Path) -> String {
+    let (port, token) = status_page_port_and_token(dir).await;
+    let (status, _, body) =
+        http_request(port, "/", &format!("Cookie: mostro_box_token={token}\r\n")).await;
+    assert!(status.contains("200"), "{status}: {body}");
+    body
+}
+
+async fn status_page_port_and_token(dir: &Path) -> (u16, String) {
+    let status = cli_ok(dir, &["--json", "status"]).await.json();
+    let listen = status["status_page"]["listen"].as_str().unwrap();
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    let token = std::fs::read_to_string(dir.join(mostro_box::keys::ADMIN_TOKEN_FILE)).unwrap();
+    (port, token.trim().to_string())
 }
 
 /// Unix time now.
