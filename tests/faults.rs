@@ -577,6 +577,12 @@ async fn kill_9_at_random_moments_during_concurrent_trades() {
             assert_eq!((payout, escrow), (0, 0), "refunded: nothing moved");
         }
     }
+    // A kill refunds at most the trades whose payment it cut off; a run where most trades end
+    // refunded means the box lost them, not the kills.
+    assert!(
+        done * 2 >= trades as u64,
+        "only {done} of {trades} trades completed: {end:?}"
+    );
     let metrics = common::metrics(&m.dir).await;
     assert!(
         metrics.contains(&format!("mostro_trades_completed_total {done}")),

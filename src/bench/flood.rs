@@ -8,7 +8,8 @@
 //! trust, which is how a box behind Caddy or a tunnel sees its traders. Meanwhile a trader makes
 //! an order every second (the time to its ack is measured), and every few seconds makes an
 //! order and takes it with a second key without paying, so the box's waiting time-out fires:
-//! how late each time-out's public event comes is measured.
+//! how late each time-out's public event comes is measured. Last, the store as it is a month
+//! later: the relay's retention sweep run on the stopped box as of 31 days on, then a restart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
