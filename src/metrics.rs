@@ -10,7 +10,7 @@ use std::sync::Arc;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::engine::dispute::DisputeRecord;
-use crate::engine::order::PayoutState;
+use crate::engine::order::{Order, PayoutState};
 use crate::lightning::{HoldState, LdkNode};
 use crate::store::*;
 
@@ -35,18 +35,17 @@ pub fn late_claims(
     Ok(out)
 }
 
-/// The open orders whose payout is in a state `pick` keeps, with that state: those on hold
-/// for the operator, those waiting for a buyer's new invoice.
+/// Among `orders`, those whose payout is in a state `pick` keeps, with that state: those on
+/// hold for the operator, those waiting for a buyer's new invoice.
 pub fn payouts_in(
-    store: &Store,
+    orders: &[Order],
     pick: fn(&PayoutState) -> bool,
-) -> Result<Vec<(uuid::Uuid, PayoutState)>, StoreError> {
-    let open: Vec<crate::engine::order::Order> = store.open_orders()?;
-    Ok(open
-        .into_iter()
-        .filter_map(|o| Some((o.id, o.trade.payout?.state)))
+) -> Vec<(uuid::Uuid, &PayoutState)> {
+    orders
+        .iter()
+        .filter_map(|o| Some((o.id, &o.trade.payout.as_ref()?.state)))
         .filter(|(_, state)| pick(state))
-        .collect())
+        .collect()
 }
 
 /// A payout put aside for the operator's decision.
@@ -147,17 +146,19 @@ impl Metrics {
             "Held payments the Lightning node claimed after the box had given them back: a solver should look at their orders.",
             read.open_table(LATE_CLAIMS)?.len()?,
         );
+        // Read once for both payout gauges.
+        let open: Vec<Order> = self.store.open_orders()?;
         gauge(
             out,
             "mostro_payouts_on_hold",
             "Payouts put aside for the operator (after a restore): never paid automatically.",
-            payouts_in(&self.store, on_hold)?.len() as u64,
+            payouts_in(&open, on_hold).len() as u64,
         );
         gauge(
             out,
             "mostro_payouts_needing_invoice",
             "Trades whose payout failed and waits for the buyer's new invoice (the sats are in the node).",
-            payouts_in(&self.store, needs_invoice)?.len() as u64,
+            payouts_in(&open, needs_invoice).len() as u64,
         );
         Ok(())
     }

@@ -232,9 +232,11 @@ fn render(ctx: &ApiContext) -> Result<String, ApiError> {
             if open_disputes.len() == 1 { "" } else { "s" }
         );
     }
+    // Read once: the payout banners and the trades table below.
+    let mut orders = open_orders(ctx)?;
     use crate::metrics::{needs_invoice, on_hold, payouts_in};
-    let on_hold = payouts_in(&ctx.store, on_hold).map_err(ApiError::internal)?;
-    let waiting = payouts_in(&ctx.store, needs_invoice).map_err(ApiError::internal)?;
+    let on_hold = payouts_in(&orders, on_hold);
+    let waiting = payouts_in(&orders, needs_invoice);
     let read = ctx.store.read().map_err(ApiError::internal)?;
     let late = crate::metrics::late_claims(&read).map_err(ApiError::internal)?;
     drop(read);
@@ -372,7 +374,6 @@ fn render(ctx: &ApiContext) -> Result<String, ApiError> {
     );
 
     // Orders the box is still working on.
-    let mut orders = open_orders(ctx)?;
     orders.sort_by_key(|o| std::cmp::Reverse(o.created_at));
     let l = &ctx.settings;
     let rows: Vec<String> = orders

@@ -230,37 +230,32 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(STORE_FILE);
         let chat = "x".repeat(1000);
-        // Written the way the writer thread writes, with the file to itself.
-        let fill = |from: u32, to: u32| {
-            let db = redb::Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut events = txn.open_table(EVENTS).unwrap();
-                for i in from..to {
-                    let mut id = [0u8; 32];
-                    id[..4].copy_from_slice(&i.to_le_bytes());
-                    events.insert(&id, chat.as_str()).unwrap();
-                }
-            }
-            txn.commit().unwrap();
+        let id = |i: u32| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            id
         };
-        fill(0, 100);
-        fill(100, 20_100);
+        // Written the way the writer thread writes, with the file to itself.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            for i in 0..20_100 {
+                events.insert(&id(i), chat.as_str()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
         let full = std::fs::metadata(&path).unwrap().len();
         assert!(full > 16 << 20, "{full}");
+        let txn = db.begin_write().unwrap();
         {
-            let db = redb::Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut events = txn.open_table(EVENTS).unwrap();
-                for i in 100..20_100u32 {
-                    let mut id = [0u8; 32];
-                    id[..4].copy_from_slice(&i.to_le_bytes());
-                    events.remove(&id).unwrap();
-                }
+            let mut events = txn.open_table(EVENTS).unwrap();
+            for i in 100..20_100 {
+                events.remove(&id(i)).unwrap();
             }
-            txn.commit().unwrap();
         }
+        txn.commit().unwrap();
+        drop(db);
         let store = Store::open(&path).unwrap();
         let after = std::fs::metadata(&path).unwrap().len();
         assert!(after * 4 < full, "{full} bytes before, {after} after");
